@@ -1,0 +1,241 @@
+"""`python -m benchmark {run,list,report}`: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from benchmark.config import RunConfig, apply_overrides
+from benchmark.errors import UserError
+from benchmark.registry import Registry
+
+DEFAULT_SPARSITIES = (0.9, 0.95, 0.99)
+GRID_KEYS = {"methods", "data", "arch", "objective", "pretrain_objective", "sparsity", "seeds", "scope", "preset"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad input as one line (no usage dump) with exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}\n")
+
+
+def _split(values: Sequence[str] | None) -> list[str]:
+    """Accept both `--x a b` and `--x a,b`."""
+    return [part for value in values or [] for part in value.split(",") if part]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m benchmark", description="rpbench: robustness-aware pruning, side by side.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a grid of methods x sparsities x seeds and print the comparison table",
+                         description="Run a grid: the dense model and every method at every sparsity and seed, "
+                                     "under one objective and preset. Finished work is never redone.")
+    run.add_argument("--methods", nargs="+", help="pruning methods (comma or space separated; default: all)")
+    run.add_argument("--data", help="dataset (default: digits)")
+    run.add_argument("--arch", help="architecture (default: the dataset's)")
+    run.add_argument("--objective", help="training objective of every phase (default: trades)")
+    run.add_argument("--pretrain-objective", help="objective of the dense pretraining, if different")
+    run.add_argument("--sparsity", nargs="+", help="target sparsities in [0, 1) (default: 0.9 0.95 0.99)")
+    run.add_argument("--seeds", nargs="+", help="seeds (default: 0)")
+    run.add_argument("--scope", choices=["layer", "global"], help="same sparsity per layer, or one global threshold")
+    run.add_argument("--preset", help="smoke | quick | paper (default: quick)")
+    run.add_argument("--config", type=Path, help="YAML file with any of these options and any setting")
+    run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one setting, e.g. --set pretrain.epochs=5 (repeatable)")
+    run.add_argument("--out", type=Path, default=Path("runs"), help="store and run folders (default: ./runs)")
+    run.add_argument("--data-dir", type=Path, help="where datasets are (or are downloaded to)")
+    run.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run.add_argument("--dry-run", action="store_true", help="print the grid and what is done; run nothing")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+
+    lister = sub.add_parser("list", help="list what is registered",
+                            description="List registered methods, datasets, archs, objectives or presets.")
+    lister.add_argument("what", nargs="?", default="all",
+                        choices=["all", "methods", "datasets", "archs", "objectives", "presets", "evaluators"])
+
+    report = sub.add_parser("report", help="rebuild the tables and plots from the store",
+                            description="Rebuild tables (Markdown, CSV, LaTeX), plots and results.csv from --out.")
+    report.add_argument("--out", type=Path, default=Path("runs"), help="the folder given to `run --out`")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command](args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+
+def grid_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Grid options and settings from the YAML file, then flags on top."""
+    options: dict[str, Any] = {}
+    if args.config:
+        try:
+            loaded = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise UserError(f"cannot read config {args.config}: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config {args.config} must be a mapping of options")
+        options.update(loaded)
+    flags = {"methods": _split(args.methods), "data": args.data, "arch": args.arch, "objective": args.objective,
+             "pretrain_objective": args.pretrain_objective, "sparsity": _split(args.sparsity),
+             "seeds": _split(args.seeds), "scope": args.scope, "preset": args.preset}
+    options.update({k: v for k, v in flags.items() if v not in (None, [])})
+    for item in args.settings:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--set needs KEY=VALUE, got {item!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return _split([value])
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _numbers(values: Any, kind: type, what: str) -> list[Any]:
+    try:
+        return [kind(v) for v in _as_list(values)]
+    except (TypeError, ValueError):
+        raise UserError(f"{what} must be {kind.__name__}s, got {values!r}") from None
+
+
+def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], list[int]]:
+    """Validate every name and number, resolve preset and dataset defaults; return the grid."""
+    from benchmark.datasets import DATASETS
+    from benchmark.models import ARCHS
+    from benchmark.objectives import OBJECTIVES
+    from benchmark.presets import PRESETS
+    from methods import METHODS
+    from methods.mask import check_sparsity
+
+    info = DATASETS.get(options.get("data", "digits"))
+    preset = PRESETS.get(options.get("preset", "quick"))
+    methods = _as_list(options.get("methods", METHODS.names()))
+    for name in methods:
+        METHODS.get(name)
+    sparsities = [check_sparsity(s) for s in _numbers(options.get("sparsity", DEFAULT_SPARSITIES), float,
+                                                        "sparsities")]
+    seeds = _numbers(options.get("seeds", [0]), int, "seeds")
+    arch = options.get("arch") or info.default_arch
+    ARCHS.get(arch)
+    objective = options.get("objective", "trades")
+    pretrain_objective = options.get("pretrain_objective")
+    for name in filter(None, (objective, pretrain_objective)):
+        OBJECTIVES.get(name)
+    scope = options.get("scope", "layer")
+    if scope not in ("layer", "global"):
+        raise UserError(f"unknown scope {scope!r}; valid: global, layer")
+
+    cfg = RunConfig(dataset=info.name, arch=arch, objective=objective, pretrain_objective=pretrain_objective,
+                    scope=scope, preset=preset.name)
+    cfg = apply_overrides(cfg, preset.overrides(info), f"preset {preset.name}")
+    cfg = apply_overrides(cfg, {k: v for k, v in options.items() if k not in GRID_KEYS}, "settings")
+    return resolve_attacks(cfg, info.eps, info.step_size), methods, sparsities, seeds
+
+
+def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:
+    """Fill the dataset's eps where the config leaves it open. Evaluation steps default to 2.5 eps / steps."""
+    train_attack = cfg.train_attack
+    train_eps = train_attack.eps if train_attack.eps is not None else eps
+    train_attack = type(train_attack)(eps=train_eps, step_size=train_attack.step_size or train_step * train_eps / eps,
+                                      steps=train_attack.steps, restarts=train_attack.restarts)
+    ev = cfg.eval_attack
+    eval_eps = ev.eps if ev.eps is not None else eps
+    eval_attack = type(ev)(eps=eval_eps, step_size=ev.step_size or 2.5 * eval_eps / max(ev.steps, 1),
+                           steps=ev.steps, restarts=ev.restarts)
+    return cfg.replace(train_attack=train_attack, eval_attack=eval_attack)
+
+
+def pick_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but torch sees no CUDA device")
+    return choice
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from benchmark import runner
+    from results.report import write_report
+    from results.store import Store
+
+    base, methods, sparsities, seeds = plan(grid_options(args))
+    env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
+                             download=args.download, quiet=args.quiet)
+    cells = runner.expand_grid(base, methods, sparsities, seeds)
+    store = Store(args.out / "runs.db")
+    if args.dry_run:
+        for cfg in cells:
+            print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
+                  f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
+        return 0
+    runner.check_inputs(base, env)
+    records = runner.run_grid(cells, env, store)
+    print(write_report(records, args.out / "report"))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- list
+
+
+def _registries() -> dict[str, tuple[Registry[Any], Any]]:
+    from attacks.evaluators import EVALUATORS
+    from benchmark.datasets import DATASETS
+    from benchmark.models import ARCHS
+    from benchmark.objectives import OBJECTIVES
+    from benchmark.presets import PRESETS
+    from methods import METHODS
+
+    return {
+        "methods": (METHODS, lambda c: f"{c.description} [{c.taxonomy.line()}]"),
+        "datasets": (DATASETS, lambda d: f"{d.description} ({'x'.join(map(str, d.input_shape))}, "
+                                         f"{d.num_classes} classes, eps {d.eps:.4g}, arch {d.default_arch})"),
+        "archs": (ARCHS, lambda a: a.description),
+        "objectives": (OBJECTIVES, lambda o: o.description),
+        "presets": (PRESETS, lambda p: p.description),
+        "evaluators": (EVALUATORS, lambda e: (e.__doc__ or e.__name__).strip().splitlines()[0]),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registries = _registries()
+    for kind, (registry, line) in registries.items():
+        if args.what not in ("all", kind):
+            continue
+        print(f"{kind}:")
+        width = max(len(n) for n in registry.names())
+        for name in registry.names():
+            print(f"  {name:<{width}}  {line(registry.get(name))}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from results.report import write_report
+    from results.store import Store
+
+    db = args.out / "runs.db"
+    if not db.exists():
+        raise UserError(f"no store at {db}; run `python -m benchmark run --out {args.out}` first")
+    print(write_report(Store(db).all(), args.out / "report"))
+    return 0

@@ -1,0 +1,174 @@
+"""The effective configuration of one run (one cell), its content key, and how it is assembled.
+
+Resolution order, later wins: dataclass defaults < preset < YAML file (--config) < command-line flags.
+A run's key hashes only the fields that differ from the dataclass defaults, so adding a new field with a
+default leaves every existing key unchanged (DESIGN.md, property 7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+from benchmark.errors import UserError
+
+
+@dataclass
+class TrainSettings:
+    """Optimiser and budget of one phase."""
+
+    epochs: int = 0
+    lr: float = 0.1
+    optimizer: str = "sgd"  # sgd | adam
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # cosine (per epoch) | constant
+    batch_size: int = 128
+
+
+@dataclass
+class AttackSettings:
+    """l-inf PGD. eps and step_size are pixel units; None means the dataset's default."""
+
+    eps: float | None = None
+    step_size: float | None = None
+    steps: int = 10
+    restarts: int = 1
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines one run's result (the device and paths are not part of it)."""
+
+    dataset: str = "digits"
+    arch: str | None = None  # None: the dataset's default architecture
+    objective: str = "trades"
+    pretrain_objective: str | None = None  # None: same as objective
+    method: str = "dense"
+    sparsity: float = 0.0
+    scope: str = "layer"
+    seed: int = 0
+    preset: str = "quick"
+    pretrain: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=30, lr=0.1))
+    prune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.1))
+    finetune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.01))
+    train_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=10))
+    eval_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=20, restarts=1))
+    trades_beta: float = 6.0
+    train_examples: int | None = None  # None: the whole training split
+    eval_examples: int | None = None  # None: the whole test split
+
+    @property
+    def effective_pretrain_objective(self) -> str:
+        return self.pretrain_objective or self.objective
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        return content_key(non_default(self))
+
+    def pretrain_key(self) -> str:
+        """Key of the dense pretrained model this run starts from: shared by all methods and sparsities."""
+        d = self.to_dict()
+        shared = {k: d[k] for k in ("dataset", "arch", "seed", "pretrain", "train_attack", "trades_beta",
+                                     "train_examples")}
+        shared["objective"] = self.effective_pretrain_objective
+        return content_key(shared)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def non_default(obj: Any, default: Any = None) -> dict[str, Any]:
+    """The fields of a (nested) dataclass that differ from a default-built instance."""
+    default = type(obj)() if default is None else default
+    out: dict[str, Any] = {}
+    for f in fields(obj):
+        value, base = getattr(obj, f.name), getattr(default, f.name)
+        if is_dataclass(value):
+            nested = non_default(value, base)
+            if nested:
+                out[f.name] = nested
+        elif value != base:
+            out[f.name] = value
+    return out
+
+
+def content_key(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
+    """Return a copy of cfg with nested overrides ({"pretrain": {"epochs": 3}} or {"pretrain.epochs": 3}).
+
+    Settings are replaced, never mutated in place, so presets and defaults can be shared safely.
+    """
+    for dotted, value in _flatten(overrides).items():
+        *path, leaf = dotted.split(".")
+        target = cfg
+        parents = []
+        for part in path:
+            if not _has_field(target, part) or not is_dataclass(getattr(target, part)):
+                raise UserError(f"{source}: unknown setting {dotted!r}; valid: {', '.join(setting_names())}")
+            parents.append((target, part))
+            target = getattr(target, part)
+        if not _has_field(target, leaf) or is_dataclass(getattr(target, leaf)):
+            raise UserError(f"{source}: unknown setting {dotted!r}; valid: {', '.join(setting_names())}")
+        new = dataclasses.replace(target, **{leaf: _coerce(target, leaf, value, dotted, source)})
+        for parent, part in reversed(parents):
+            new = dataclasses.replace(parent, **{part: new})
+        cfg = new
+    return cfg
+
+
+def setting_names(obj: Any = None, prefix: str = "") -> list[str]:
+    obj = RunConfig() if obj is None else obj
+    names = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(value):
+            names += setting_names(value, f"{prefix}{f.name}.")
+        else:
+            names.append(prefix + f.name)
+    return names
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def _has_field(obj: Any, name: str) -> bool:
+    return any(f.name == name for f in fields(obj))
+
+
+def _coerce(obj: Any, name: str, value: Any, dotted: str, source: str) -> Any:
+    """Convert strings from `--set k=v` and YAML scalars to the field's type; None stays None."""
+    current = getattr(type(obj)(), name)
+    if value is None or isinstance(value, bool):
+        return value
+    kind = type(current) if current is not None else _optional_type(obj, name)
+    try:
+        if kind is bool:
+            return str(value).lower() in ("1", "true", "yes")
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: setting {dotted!r} needs a {kind.__name__}, got {value!r}") from None
+
+
+def _optional_type(obj: Any, name: str) -> type:
+    annotation = next(f.type for f in fields(obj) if f.name == name)
+    for kind in (int, float, str):
+        if kind.__name__ in str(annotation):
+            return kind
+    return str

@@ -1,0 +1,70 @@
+"""Presets: named bundles of budgets and hyperparameters, resolved against a dataset.
+
+`smoke` is for tests (seconds). `quick` is a meaningful small experiment on a laptop CPU: small data is used
+whole, large data is subsampled. `paper` is HYDRA's published protocol (../shared/reference/hydra_protocol.md):
+pretrain 100 epochs at lr 0.1, prune 20 at lr 0.1, finetune 100 at lr 0.01, SGD 0.9 / 1e-4, cosine, batch 128,
+TRADES beta 6 with 10 attack steps, evaluation with PGD-50.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from benchmark.datasets import DatasetInfo
+from benchmark.registry import Registry
+
+SMALL_DATASETS = ("digits",)  # used whole by `quick`; anything larger is subsampled
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    overrides: Callable[[DatasetInfo], dict[str, Any]]
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def _smoke(info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "pretrain": {"epochs": 2, "lr": 0.05, "batch_size": 64},
+        "prune": {"epochs": 1, "batch_size": 64},
+        "finetune": {"epochs": 1, "batch_size": 64},
+        "train_attack": {"steps": 2},
+        "eval_attack": {"steps": 5},
+        "train_examples": 256,
+        "eval_examples": 64,
+    }
+
+
+def _quick(info: DatasetInfo) -> dict[str, Any]:
+    if info.name in SMALL_DATASETS:
+        return {}  # RunConfig's defaults are the quick preset on digits
+    return {
+        "pretrain": {"epochs": 10},
+        "prune": {"epochs": 4},
+        "finetune": {"epochs": 4},
+        "train_attack": {"steps": 5},
+        "train_examples": 5000,
+        "eval_examples": 500,
+    }
+
+
+def _paper(info: DatasetInfo) -> dict[str, Any]:
+    return {
+        "pretrain": {"epochs": 100, "lr": 0.1},
+        "prune": {"epochs": 20, "lr": 0.1},
+        "finetune": {"epochs": 100, "lr": 0.01},
+        "train_attack": {"steps": 10},
+        "eval_attack": {"steps": 50},
+    }
+
+
+PRESETS.add("smoke", Preset("smoke", "seconds: 2+1+1 epochs on 256 examples, PGD-2 training, PGD-5 eval on 64", _smoke))
+PRESETS.add("quick", Preset("quick", "minutes on a CPU: 30+10+10 epochs on digits (10+4+4 on a 5,000-example "
+                            "subset elsewhere), PGD-20 eval", _quick))
+PRESETS.add("paper", Preset("paper", "HYDRA's protocol: 100+20+100 epochs, lr 0.1/0.1/0.01, TRADES-10, PGD-50 eval",
+                            _paper))

@@ -1,0 +1,306 @@
+"""The runner: expands a grid into cells, runs each cell's phases with caching and resume, and records results.
+
+A cell is one run (dataset x arch x objective x method x sparsity x seed). `run_cell` needs only the cell's
+effective config and the folders it reads and writes; it never touches the store. The driver (`run_grid`)
+decides what is left to do, hands cells to an executor (sequential, in-process here; replaceable by a
+distributed one), and is the only writer of the store (DESIGN.md, property 11).
+
+Files, under --out:
+  runs.db                       the store
+  pretrained/<pretrain key>/    model.pt (dense state_dict), config.json, pretrain.ckpt.pt while running
+  runs/<run key>/               config.json, mask.pt, model.pt (pruned, plain state_dict), log.txt,
+                                pruned.pt (state after the pruner, before finetune), *.ckpt.pt while running
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from attacks.evaluators import describe, evaluate
+from benchmark import train
+from benchmark.config import RunConfig
+from benchmark.datasets import DATASETS, DatasetInfo, load_dataset, make_loader, subset
+from benchmark.io import atomic_save, atomic_write_json, safe_load
+from benchmark.models import build_model
+from benchmark.objectives import build_objective
+from benchmark.progress import Progress
+from methods import Mask, build_pruner
+from methods.mask import check_sparsity, dense_mask
+from results.store import Store
+
+DENSE = "dense"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where a cell runs and reads data; not part of any key."""
+
+    out: Path
+    device: str = "cpu"
+    data_dir: Path | None = None
+    download: bool = False
+    quiet: bool = False
+
+
+def pretrained_dir(env: Environment, cfg: RunConfig) -> Path:
+    return env.out / "pretrained" / cfg.pretrain_key()
+
+
+def run_dir(env: Environment, cfg: RunConfig) -> Path:
+    return env.out / "runs" / cfg.key()
+
+
+# ----------------------------------------------------------------------------------------------- data, model
+
+
+@functools.lru_cache(maxsize=4)
+def _splits(dataset: str, data_dir: Path | None, download: bool) -> tuple[Dataset, Dataset]:
+    return load_dataset(DATASETS.get(dataset), data_dir, download)
+
+
+def data_for(cfg: RunConfig, env: Environment) -> tuple[Dataset, Dataset]:
+    """(training examples, evaluation examples) as the config selects them."""
+    train_set, test_set = _splits(cfg.dataset, env.data_dir, env.download)
+    eval_set = subset(test_set, cfg.eval_examples, seed=0)  # the same examples for every run
+    return subset(train_set, cfg.train_examples, seed=cfg.seed), eval_set
+
+
+def new_model(cfg: RunConfig) -> nn.Module:
+    info = DATASETS.get(cfg.dataset)
+    return build_model(cfg.arch or info.default_arch, info.input_shape, info.num_classes, info.mean, info.std)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------------ one cell
+
+
+def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> tuple[Path, dict[str, Any]]:
+    """Train (or resume) the dense model this cell starts from, once per pretrain key. Returns (path, cost)."""
+    folder = pretrained_dir(env, cfg)
+    model_path = folder / "model.pt"
+    if model_path.exists():
+        return model_path, safe_load(folder / "cost.pt")
+    device = torch.device(env.device)
+    rng = seed_everything(cfg.seed)
+    model = new_model(cfg).to(device)
+    train_set, _ = data_for(cfg, env)
+    loader = make_loader(train_set, cfg.pretrain.batch_size, shuffle=True, generator=rng)
+    atomic_write_json(cfg.to_dict(), folder / "config.json")
+    phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg),
+                        list(model.parameters()), folder / "pretrain.ckpt.pt")
+    cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", "pretrain"))
+    atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
+    atomic_save(model.state_dict(), model_path)
+    phase.checkpoint.unlink(missing_ok=True)
+    return model_path, dataclasses.asdict(cost)
+
+
+def load_state(model: nn.Module, path: Path) -> nn.Module:
+    from benchmark.errors import UserError
+
+    state = safe_load(path)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {path} does not fit the architecture: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
+    """Run one cell to completion (resuming what a killed attempt left) and return its record."""
+    folder = run_dir(env, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(cfg.to_dict(), folder / "config.json")
+    progress = Progress(env.quiet).for_run(folder / "log.txt", f"{cfg.method}@{cfg.sparsity:g}")
+    device = torch.device(env.device)
+    started = time.perf_counter()
+    pretrained, pretrain_cost = ensure_pretrained(cfg, env, progress)
+    cost: dict[str, Any] = {"pretrain": pretrain_cost}
+
+    model = load_state(new_model(cfg), pretrained).to(device)
+    if cfg.method == DENSE:
+        mask = dense_mask(model)
+    else:
+        mask, cost["pruner"] = _prune(cfg, env, model, folder, device, progress)
+        cost["finetune"] = _finetune(cfg, env, model, mask, folder, device, progress)
+        mask.save(folder / "mask.pt")
+    atomic_save(export_state(model, mask), folder / "model.pt")
+
+    began = time.perf_counter()
+    _, eval_set = data_for(cfg, env)
+    eval_batches = make_loader(eval_set, 256, shuffle=False)
+    metrics = evaluate(model, eval_batches, cfg, device)
+    cost["eval_seconds"] = time.perf_counter() - began
+    cost["cell_seconds"] = time.perf_counter() - started
+    for stale in folder.glob("*.ckpt.pt"):
+        stale.unlink()
+    return record_for(cfg, env, status="done", metrics=metrics, cost=cost, sparsity_actual=mask.sparsity(),
+                      eval_desc=describe(cfg, len(eval_set)))
+
+
+def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, device: torch.device,
+           progress: Progress) -> tuple[Mask, list[dict[str, Any]]]:
+    """Run the pruner's phases and take its mask; cached in pruned.pt + mask.pt once done."""
+    check_sparsity(cfg.sparsity)
+    done = folder / "pruned.pt"
+    if done.exists():
+        state = safe_load(done)
+        model.load_state_dict(state["model"])
+        return Mask(state["mask"]).to(device), state["cost"]
+    rng = seed_everything(cfg.seed)
+    pruner = build_pruner(cfg.method)
+    costs = []
+    for phase in pruner.phases(cfg):
+        pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
+        model.to(device)
+        train_set, _ = data_for(cfg, env)
+        loop_phase = train.Phase(
+            phase.name, phase.settings, build_objective(cfg.objective, cfg), list(pruner.trainable(model, phase)),
+            folder / f"{phase.name}.ckpt.pt",
+            regularize=lambda phase=phase: pruner.regularize(model, phase),
+            on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch))
+        loader = make_loader(train_set, phase.settings.batch_size, shuffle=True, generator=rng)
+        costs.append({"phase": phase.name, **dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng,
+                                                                                  device, progress))})
+    mask = pruner.mask(model, cfg.sparsity, cfg.scope)
+    pruner.release(model)
+    mask.validate(model)
+    mask.apply_(model)
+    atomic_save({"model": model.state_dict(), "mask": {n: t.cpu() for n, t in mask.items()}, "cost": costs}, done)
+    return mask, costs
+
+
+def _finetune(cfg: RunConfig, env: Environment, model: nn.Module, mask: Mask, folder: Path,
+              device: torch.device, progress: Progress) -> dict[str, Any]:
+    rng = seed_everything(cfg.seed + 1)
+    train_set, _ = data_for(cfg, env)
+    phase = train.Phase("finetune", cfg.finetune, build_objective(cfg.objective, cfg), list(model.parameters()),
+                        folder / "finetune.ckpt.pt", mask=mask)
+    loader = make_loader(train_set, cfg.finetune.batch_size, shuffle=True, generator=rng)
+    return dataclasses.asdict(train.run_phase(model, phase, loader, rng, device, progress))
+
+
+def export_state(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
+    """A plain state_dict of the architecture, pruned weights exact zeros: loads with strict=True anywhere."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    for name, keep in mask.items():
+        state[name] = state[name] * keep.cpu()
+    return state
+
+
+def record_for(cfg: RunConfig, env: Environment, *, status: str, metrics: dict[str, float] | None = None,
+               cost: dict[str, Any] | None = None, sparsity_actual: float | None = None,
+               eval_desc: str | None = None, error: str | None = None) -> dict[str, Any]:
+    return {
+        "key": cfg.key(), "dataset": cfg.dataset, "arch": cfg.arch, "objective": cfg.objective,
+        "pretrain_objective": cfg.effective_pretrain_objective, "method": cfg.method, "scope": cfg.scope,
+        "sparsity": cfg.sparsity, "sparsity_actual": sparsity_actual, "seed": cfg.seed, "preset": cfg.preset,
+        "metrics": metrics, "cost": cost, "eval_desc": eval_desc, "device": env.device,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+        "status": status, "error": error, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **(metrics or {}),
+    }
+
+
+def execute_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
+    """run_cell, with any failure turned into a failed record (the grid goes on); Ctrl-C still stops."""
+    try:
+        return run_cell(cfg, env)
+    except Exception as exc:
+        log = run_dir(env, cfg) / "log.txt"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(traceback.format_exc())
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return record_for(cfg, env, status="failed", error=f"{type(exc).__name__}: {message}")
+
+
+# ------------------------------------------------------------------------------------------------- the grid
+
+
+def expand_grid(base: RunConfig, methods: Iterable[str], sparsities: Iterable[float],
+                seeds: Iterable[int]) -> list[RunConfig]:
+    """The dense model of each seed first (its pretrain is shared by all cells of that seed), then the methods."""
+    cells = []
+    for seed in seeds:
+        cells.append(base.replace(method=DENSE, sparsity=0.0, seed=seed))
+        cells += [base.replace(method=m, sparsity=s, seed=seed) for m in methods for s in sparsities]
+    return cells
+
+
+class SequentialExecutor:
+    """Runs cells one after another in this process. Any executor with the same `map` can replace it."""
+
+    def map(self, fn: Callable[[RunConfig, Environment], dict[str, Any]], cells: list[RunConfig],
+            env: Environment) -> Iterator[dict[str, Any]]:
+        for cfg in cells:
+            yield fn(cfg, env)
+
+
+def pending(cells: list[RunConfig], store: Store) -> list[RunConfig]:
+    return [cfg for cfg in cells if (store.get(cfg.key()) or {}).get("status") != "done"]
+
+
+def run_grid(cells: list[RunConfig], env: Environment, store: Store,
+             executor: SequentialExecutor | None = None) -> list[dict[str, Any]]:
+    """Run every cell not already done; write each record as it arrives. Returns all the grid's records."""
+    executor = executor or SequentialExecutor()
+    todo = pending(cells, store)
+    progress = Progress(env.quiet)
+    progress.say(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
+    for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
+        store.put(record)
+        outcome = record["status"] if record["status"] != "done" else (
+            f"clean {record['clean_acc']:.3f} pgd {record['pgd_acc']:.3f}")
+        progress.say(f"[{i}/{len(todo)}] {record['method']} sparsity {record['sparsity']:g} seed {record['seed']}: "
+                     f"{outcome}" + (f" ({record['error']})" if record["error"] else ""))
+    return [store.get(cfg.key()) for cfg in cells]
+
+
+def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:
+    """For --dry-run: which phases of a cell are done (pretrain / prune / finetune / eval)."""
+    record = store.get(cfg.key())
+    if record and record["status"] == "done":
+        return "done"
+    parts = ["pretrain" if (pretrained_dir(env, cfg) / "model.pt").exists() else ""]
+    folder = run_dir(env, cfg)
+    if cfg.method != DENSE and (folder / "pruned.pt").exists():
+        parts.append("prune")
+    partial = sorted(p.name.removesuffix(".ckpt.pt") for p in folder.glob("*.ckpt.pt"))
+    done = "+".join(p for p in parts if p) or "nothing"
+    state = f"done: {done}" + (f"; in progress: {', '.join(partial)}" if partial else "")
+    if record and record["status"] == "failed":
+        state += f"; last attempt failed: {record['error']}"
+    return state
+
+
+def dataset_info(cfg: RunConfig) -> DatasetInfo:
+    return DATASETS.get(cfg.dataset)
+
+
+def check_inputs(cfg: RunConfig, env: Environment) -> None:
+    """Fail fast, before any training, on what would fail every cell: missing data, an arch that cannot
+    take the input."""
+    _splits(cfg.dataset, env.data_dir, env.download)
+    new_model(cfg)

@@ -1,0 +1,152 @@
+"""The one training loop. Every phase (pretrain, a pruner's phases, finetune) and every objective runs here.
+
+Per step: zero_grad, loss from the objective, plus the pruner's regulariser, backward, step, re-apply the
+mask, callbacks. Per epoch: the scheduler, the pruner's epoch hook, and a checkpoint from which a killed
+run resumes (DESIGN.md, property 4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.config import TrainSettings
+from benchmark.errors import UserError
+from benchmark.io import atomic_save, safe_load
+from benchmark.objectives import Objective
+from benchmark.progress import Progress
+from methods.mask import Mask
+
+
+@dataclass
+class PhaseCost:
+    """What a phase cost: for equal-compute comparisons between methods (DESIGN.md, property 1)."""
+
+    epochs: int = 0
+    steps: int = 0
+    forward_passes: int = 0  # batched forward passes through the model, attack steps included
+    backward_passes: int = 0  # batched backward passes through the model, attack steps included
+    seconds: float = 0.0
+
+
+@contextmanager
+def count_passes(model: nn.Module, cost: PhaseCost) -> Iterator[None]:
+    """Count forward passes, and backward passes through the model's output, while the block runs."""
+
+    def on_backward(grad: Tensor) -> None:
+        cost.backward_passes += 1
+
+    def on_forward(module: nn.Module, inputs: object, output: Tensor) -> None:
+        cost.forward_passes += 1
+        if output.requires_grad:
+            output.register_hook(on_backward)
+
+    handle = model.register_forward_hook(on_forward)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def make_optimizer(params: Iterable[nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    raise UserError(f"unknown optimizer {s.optimizer!r}; valid: adam, sgd")
+
+
+def make_scheduler(opt: torch.optim.Optimizer, s: TrainSettings) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch."""
+    if s.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(s.epochs, 1))
+    if s.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+    raise UserError(f"unknown schedule {s.schedule!r}; valid: constant, cosine")
+
+
+@dataclass
+class Phase:
+    """What the loop needs to run one phase; `checkpoint` is where its per-epoch state goes."""
+
+    name: str
+    settings: TrainSettings
+    objective: Objective
+    params: list[nn.Parameter]
+    checkpoint: Path
+    mask: Mask | None = None  # re-applied after every optimizer step
+    regularize: Callable[[], Tensor | None] | None = None
+    on_epoch_end: Callable[[int], None] | None = None
+
+
+def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Tensor]], rng: torch.Generator,
+              device: torch.device, progress: Progress) -> PhaseCost:
+    """Train for phase.settings.epochs, resuming from phase.checkpoint if a previous attempt left one."""
+    s = phase.settings
+    opt = make_optimizer(phase.params, s)
+    sched = make_scheduler(opt, s)
+    cost, start = PhaseCost(), 0
+    if phase.checkpoint.exists():
+        start, cost = _restore(phase.checkpoint, model, opt, sched, rng)
+    if phase.mask is not None:
+        phase.mask.apply_(model)
+    bar = progress.bar(total=s.epochs * len(loader), initial=start * len(loader), desc=phase.name)
+    for epoch in range(start, s.epochs):
+        began = time.perf_counter()
+        phase.objective.on_epoch_start(epoch, s.epochs)
+        model.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        with count_passes(model, cost):
+            for step, (x, y) in enumerate(loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                phase.objective.on_batch_start(step, len(loader))
+                opt.zero_grad(set_to_none=True)
+                loss, logits = phase.objective.loss(model, x, y)
+                extra = phase.regularize() if phase.regularize else None
+                if extra is not None:
+                    loss = loss + extra
+                loss.backward()
+                opt.step()
+                if phase.mask is not None:
+                    phase.mask.apply_(model)
+                cost.steps += 1
+                seen += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss.detach()) * len(y)
+                bar.update(1, loss=loss_sum / seen, acc=correct / seen, epoch=f"{epoch + 1}/{s.epochs}")
+        sched.step()
+        if phase.on_epoch_end:
+            phase.on_epoch_end(epoch)
+        cost.epochs += 1
+        cost.seconds += time.perf_counter() - began
+        progress.log(f"{phase.name} epoch {epoch + 1}/{s.epochs}: loss {loss_sum / max(seen, 1):.4f} "
+                     f"train acc {correct / max(seen, 1):.4f} lr {sched.get_last_lr()[0]:.2e}")
+        _save(phase.checkpoint, epoch + 1, cost, model, opt, sched, rng)
+    bar.close()
+    return cost
+
+
+def _save(path: Path, epoch: int, cost: PhaseCost, model: nn.Module, opt: torch.optim.Optimizer,
+          sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator) -> None:
+    atomic_save({"epoch": epoch, "cost": asdict(cost), "model": model.state_dict(),
+                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state()}, path)
+
+
+def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator) -> tuple[int, PhaseCost]:
+    state = safe_load(path)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.set_state(state["loader_rng"])
+    return state["epoch"], PhaseCost(**state["cost"])

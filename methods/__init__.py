@@ -1,0 +1,14 @@
+"""Pruning methods. Every module in this package is imported so that its @register_method runs:
+adding a pruner is adding one file here."""
+
+import importlib
+import pkgutil
+
+from methods.base import METHODS, Phase, Pruner, Taxonomy, build_pruner, register_method
+from methods.mask import Mask
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("base", "mask"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "Mask", "Phase", "Pruner", "Taxonomy", "build_pruner", "register_method"]

@@ -1,0 +1,122 @@
+"""HYDRA (Sehwag et al., NeurIPS 2020): learn one importance score per weight under the robust loss.
+
+In the prune phase every conv/linear weight is wrapped by a torch parametrization, so the module's
+`.weight` is the effective weight `W * keep(scores)` and attacks, the loss and bound propagation all read
+it through ordinary modules (DESIGN.md, property 5). The keep-mask is the top-(1 - sparsity) |score| of
+each layer (or across layers with scope "global"); the gradient passes straight through the top-k to the
+scores: dL/ds = sign(s) * dL/dW_eff * W, for pruned weights too, so they can come back.
+
+The mask is recomputed only when a score tensor changed (its autograd version counter moved), i.e. once
+per optimizer step, not on every forward pass of every attack step as the official code does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from benchmark.config import RunConfig
+from methods.base import Phase, Pruner, Taxonomy, register_method
+from methods.mask import Mask, prunable_modules, topk_mask
+
+
+class _StraightThroughMask(torch.autograd.Function):
+    """Forward W * keep; backward passes the gradient to the scores as if keep were |s|."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, scores: Tensor, keep: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(weight, scores, keep)
+        return weight * keep
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        weight, scores, keep = ctx.saved_tensors
+        grad_weight = grad * keep if ctx.needs_input_grad[0] else None
+        grad_scores = grad * weight * scores.sign() if ctx.needs_input_grad[1] else None
+        return grad_weight, grad_scores, None
+
+
+class ScoreSet:
+    """The scores of all prunable layers and their current keep-masks, recomputed together on change."""
+
+    def __init__(self, sparsity: float, scope: str) -> None:
+        self.sparsity = sparsity
+        self.scope = scope
+        self.scores: dict[str, nn.Parameter] = {}
+        self._versions: tuple[int, ...] = ()
+        self._mask: Mask | None = None
+
+    def current(self) -> Mask:
+        versions = tuple(s._version for s in self.scores.values())
+        if self._mask is None or versions != self._versions:
+            with torch.no_grad():
+                self._mask = topk_mask({n: s.abs() for n, s in self.scores.items()}, self.sparsity, self.scope)
+            self._versions = versions
+        return self._mask
+
+
+class ScoredWeight(nn.Module):
+    """Parametrization of one layer's weight by its importance scores."""
+
+    def __init__(self, name: str, scores: Tensor, score_set: ScoreSet) -> None:
+        super().__init__()
+        self.name = name
+        self.scores = nn.Parameter(scores)
+        object.__setattr__(self, "_score_set", score_set)  # shared, not a submodule
+
+    def forward(self, weight: Tensor) -> Tensor:
+        keep = self._score_set.current()[self.name].to(weight.dtype)
+        return _StraightThroughMask.apply(weight, self.scores, keep)
+
+
+def scaled_score_init(weight: Tensor) -> Tensor:
+    """HYDRA's s = sqrt(6 / fan_in) * W / max|W|: the initial mask is the magnitude mask."""
+    fan_in = weight[0].numel()
+    return math.sqrt(6.0 / fan_in) * weight.detach() / weight.detach().abs().max().clamp_min(1e-12)
+
+
+@register_method
+class Hydra(Pruner):
+    name = "hydra"
+    description = "importance scores trained by SGD under the robust loss, scaled magnitude init, then finetune"
+    taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global",
+                        "learned importance scores (robust ERM)")
+
+    def __init__(self) -> None:
+        self._score_set: ScoreSet | None = None
+
+    def phases(self, cfg: RunConfig) -> list[Phase]:
+        return [Phase("prune", cfg.prune)]
+
+    def prepare(self, model: nn.Module, phase: Phase, sparsity: float, scope: str) -> None:
+        self._score_set = ScoreSet(sparsity, scope)
+        for module_name, module in prunable_modules(model).items():
+            name = f"{module_name}.weight"
+            param = ScoredWeight(name, scaled_score_init(module.weight), self._score_set)
+            self._score_set.scores[name] = param.scores
+            parametrize.register_parametrization(module, "weight", param)
+            module.parametrizations.weight.original.requires_grad_(False)
+            if module.bias is not None:
+                module.bias.requires_grad_(False)
+
+    def trainable(self, model: nn.Module, phase: Phase) -> Iterable[nn.Parameter]:
+        """Scores, and BatchNorm's affine parameters as in the official code; weights and biases are frozen."""
+        assert self._score_set is not None, "prepare() first"
+        bn = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+        return list(self._score_set.scores.values()) + bn
+
+    def mask(self, model: nn.Module, sparsity: float, scope: str) -> Mask:
+        assert self._score_set is not None, "prepare() first"
+        return topk_mask({n: s.detach().abs() for n, s in self._score_set.scores.items()}, sparsity, scope)
+
+    def release(self, model: nn.Module) -> None:
+        for module in prunable_modules(model).values():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        self._score_set = None

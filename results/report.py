@@ -1,0 +1,350 @@
+"""Comparison tables, plots and files for a set of benchmark runs.
+
+Conventions used throughout:
+
+* ``sparsity`` is a fraction (0.9 = 90% of weights removed); columns are labelled in percent.
+* Accuracies are fractions in the records and shown in percent with one decimal.
+* Aggregation is over seeds: the mean and the *sample* standard deviation (``ddof=1``), since the
+  seeds are a small sample of possible training runs. With one seed the std is omitted.
+* Only runs with ``status == "done"`` contribute numbers. A cell without a done run shows
+  ``"failed"`` if one of its runs failed, otherwise ``"–"`` (nothing run yet, or still running).
+  A cell where some seeds are done and others failed shows the done seeds; the failures are listed
+  separately by :func:`write_report`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import tempfile
+from collections.abc import Hashable, Iterable
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+COLUMNS = [
+    "dataset",
+    "arch",
+    "objective",
+    "method",
+    "scope",
+    "sparsity",
+    "sparsity_actual",
+    "seed",
+    "preset",
+    "clean_acc",
+    "pgd_acc",
+    "status",
+    "error",
+    "eval_desc",
+]
+KEY_COLUMNS = ["dataset", "arch", "objective"]
+FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "clean_acc", "pgd_acc"]
+METRIC_COLUMNS = ["clean_acc", "pgd_acc"]
+DENSE = "dense"
+DENSE_COLUMN = "0%"
+MISSING = "–"
+FAILED = "failed"
+DDOF = 1
+ERROR_CHARS = 200
+
+TableKey = tuple[str, str, str]
+
+
+# ---------------------------------------------------------------------------- long form
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per record with the :data:`COLUMNS`; extra keys are dropped.
+
+    ``clean_acc``/``pgd_acc`` fall back to the record's ``metrics`` dict when missing at top level.
+    Missing values become NaN/None; ``seed`` is a nullable integer so it stays an int in CSV.
+    """
+    frame = pd.DataFrame([_record_row(r) for r in records], columns=COLUMNS)
+    for column in FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    return frame
+
+
+def _record_row(record: dict) -> dict:
+    row = {column: record.get(column) for column in COLUMNS}
+    metrics = record.get("metrics") or {}
+    for column in METRIC_COLUMNS:
+        if row[column] is None:
+            row[column] = metrics.get(column)
+    return row
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def comparison_tables(frame: pd.DataFrame) -> dict[TableKey, pd.DataFrame]:
+    """One table of formatted cells per (dataset, arch, objective), keys sorted."""
+    return {key: _comparison_table(group) for key, group in _groups(frame)}
+
+
+def _groups(frame: pd.DataFrame) -> Iterable[tuple[TableKey, pd.DataFrame]]:
+    """Split the long form by table key; missing key parts become "unknown" rather than vanish."""
+    keys = frame[KEY_COLUMNS].astype(object).where(frame[KEY_COLUMNS].notna(), "unknown").astype(str)
+    for key, group in frame.groupby([keys[c] for c in KEY_COLUMNS], sort=True):
+        yield tuple(key), group  # type: ignore[misc]
+
+
+def _comparison_table(group: pd.DataFrame) -> pd.DataFrame:
+    pruned = _pruned_runs(group)
+    sparsities = sorted(pruned["sparsity_pct"].dropna().unique())
+    columns = [DENSE_COLUMN, *(_percent_label(s) for s in sparsities)]
+    dense_cell = _format_cell(group[group["method"] == DENSE])
+    rows = {}
+    for label, runs in pruned.groupby("label", sort=True):
+        cells = [_format_cell(runs[runs["sparsity_pct"] == s]) for s in sparsities]
+        rows[label] = [dense_cell, *cells]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=object)
+    table.index.name = "method"
+    table.columns.name = "sparsity"
+    return table
+
+
+def _pruned_runs(group: pd.DataFrame) -> pd.DataFrame:
+    """Non-dense runs with a row ``label`` and the target sparsity in percent (rounded for grouping)."""
+    pruned = group[group["method"] != DENSE].copy()
+    pruned["sparsity_pct"] = (pruned["sparsity"] * 100).round(6)
+    pruned["label"] = _row_labels(pruned)
+    return pruned
+
+
+def _row_labels(pruned: pd.DataFrame) -> pd.Series:
+    """Method name, plus "(scope)" when the table mixes scopes so rows stay distinguishable."""
+    methods = pruned["method"].astype(str)
+    if pruned["scope"].nunique(dropna=False) <= 1:
+        return methods
+    return methods + " (" + pruned["scope"].astype(str) + ")"
+
+
+def _percent_label(percent: float) -> str:
+    """90.0 -> "90%", 99.9 -> "99.9%" (no trailing zeros)."""
+    return f"{percent:.6f}".rstrip("0").rstrip(".") + "%"
+
+
+def _format_cell(runs: pd.DataFrame) -> str:
+    done = runs[runs["status"] == "done"]
+    if done.empty:
+        return FAILED if (runs["status"] == "failed").any() else MISSING
+    return f"{_format_stat(done['clean_acc'])} / {_format_stat(done['pgd_acc'])}"
+
+
+def _format_stat(fractions: pd.Series) -> str:
+    """Mean ± sample std (ddof=1) in percent; a single value without std; no value as "–"."""
+    percent = fractions.dropna().astype(float) * 100
+    if percent.empty:
+        return MISSING
+    if len(percent) == 1:
+        return f"{percent.iloc[0]:.1f}"
+    return f"{percent.mean():.1f} ± {percent.std(ddof=DDOF):.1f}"
+
+
+# ---------------------------------------------------------------------------- caption
+
+
+def table_caption(group: pd.DataFrame) -> str:
+    """Caption for one table key's runs: the robust evaluation and the number of seeds."""
+    done = group[group["status"] == "done"]
+    return (
+        f"clean / robust accuracy (%) — robust = {_robust_description(done)}; "
+        f"mean ± std over {_seed_description(done)}"
+    )
+
+
+def _robust_description(done: pd.DataFrame) -> str:
+    if "eval_desc" not in done:
+        return "PGD accuracy"
+    descriptions = sorted(done["eval_desc"].dropna().astype(str).unique())
+    if len(descriptions) == 1:
+        return descriptions[0]
+    if not descriptions:
+        return "PGD accuracy"
+    return "PGD accuracy, mixed settings: " + "; ".join(descriptions)
+
+
+def _seed_description(done: pd.DataFrame) -> str:
+    """"2 seeds" when every cell has the same count, else a range such as "1–3 seeds"."""
+    if done.empty:
+        return "0 seeds"
+    cells = done.groupby(["method", "scope", "sparsity"], dropna=False)["seed"].nunique(dropna=False)
+    low, high = int(cells.min()), int(cells.max())
+    if low == high:
+        return f"{low} seed" if low == 1 else f"{low} seeds"
+    return f"{low}–{high} seeds"
+
+
+# ---------------------------------------------------------------------------- markdown / latex
+
+
+def render_markdown(key: TableKey, table: pd.DataFrame, caption: str) -> str:
+    """Heading, caption and a GitHub-flavoured markdown table (first column = row labels)."""
+    header = [table.index.name or "method", *map(str, table.columns)]
+    lines = [
+        f"### {' · '.join(map(str, key))}",
+        "",
+        caption,
+        "",
+        _markdown_row(header),
+        _markdown_row([":---", *[":---:"] * len(table.columns)]),
+    ]
+    lines += [_markdown_row(row) for row in table.itertuples(index=True, name=None)]
+    return "\n".join(lines)
+
+
+def _markdown_row(cells: Iterable[Hashable]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def render_latex(table: pd.DataFrame) -> str:
+    """A booktabs ``tabular`` with all text LaTeX-escaped; ± and – become ``$\\pm$`` and ``--``."""
+    flat = table.reset_index()
+    flat.columns.name = None
+    styler = flat.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    latex = styler.to_latex(column_format="l" + "c" * len(table.columns), hrules=True)
+    return latex.replace("±", r"$\pm$").replace("–", "--")
+
+
+# ---------------------------------------------------------------------------- plot
+
+
+def plot_png(key: TableKey, group: pd.DataFrame) -> bytes:
+    """Accuracy vs. target sparsity: solid = robust, dashed = clean, dotted = dense reference.
+
+    Sparsities are placed categorically (equal spacing) so 90/95/99/99.9% stay readable.
+    Error bars are the sample std over seeds. Uses a bare :class:`Figure` (Agg canvas, no pyplot
+    state), so it is safe in headless runs and does not touch the global backend.
+    """
+    fig = Figure(figsize=(8.0, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    stats = _plot_stats(group)
+    sparsities = sorted(stats["sparsity_pct"].unique())
+    positions = {s: i for i, s in enumerate(sparsities)}
+    for index, (label, rows) in enumerate(stats.groupby("label", sort=True)):
+        _plot_method(ax, str(label), rows, positions, f"C{index % 10}")
+    _plot_dense(ax, group)
+    ax.set_xticks(range(len(sparsities)), [_percent_label(s) for s in sparsities])
+    ax.set_xlabel("target sparsity")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(" · ".join(key))
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    else:
+        ax.text(0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
+
+
+def _plot_stats(group: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std (percent) of clean/robust accuracy per row label and sparsity, done runs only."""
+    done = _pruned_runs(group[group["status"] == "done"])
+    values = done[METRIC_COLUMNS].astype(float) * 100
+    values[["label", "sparsity_pct"]] = done[["label", "sparsity_pct"]]
+    grouped = values.groupby(["label", "sparsity_pct"])[METRIC_COLUMNS]
+    means = grouped.mean().add_suffix("_mean")
+    stds = grouped.std(ddof=DDOF).add_suffix("_std")
+    return means.join(stds).reset_index()
+
+
+def _plot_method(ax: Axes, label: str, rows: pd.DataFrame, positions: dict, color: str) -> None:
+    for metric, style, name in (("pgd_acc", "-", "robust"), ("clean_acc", "--", "clean")):
+        points = rows.dropna(subset=[f"{metric}_mean"])
+        if points.empty:
+            continue
+        ax.errorbar(
+            [positions[s] for s in points["sparsity_pct"]],
+            points[f"{metric}_mean"],
+            yerr=points[f"{metric}_std"].fillna(0.0),
+            color=color,
+            linestyle=style,
+            marker="o",
+            capsize=3,
+            label=f"{label} {name}",
+        )
+
+
+def _plot_dense(ax: Axes, group: pd.DataFrame) -> None:
+    dense = group[(group["method"] == DENSE) & (group["status"] == "done")]
+    for metric, color, name in (("pgd_acc", "black", "robust"), ("clean_acc", "grey", "clean")):
+        value = dense[metric].astype(float).mean() * 100
+        if pd.notna(value):
+            ax.axhline(value, color=color, linestyle=":", label=f"dense {name}")
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def write_report(records: list[dict], out_dir: Path) -> str:
+    """Write results.csv and per-table .md/.csv/.tex/.png into ``out_dir``; return the markdown.
+
+    The returned text is every table's markdown, followed (if any run failed) by a "Failed runs:"
+    line and one line per failed run with its error truncated to 200 characters.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = records_frame(records)
+    _write_text(out_dir / "results.csv", frame.to_csv(index=False))
+    sections = [_write_table_files(key, group, out_dir) for key, group in _groups(frame)]
+    failures = failure_lines(frame)
+    if failures:
+        sections.append("\n".join(["Failed runs:", *failures]))
+    return "\n\n".join(sections) + "\n" if sections else "No runs.\n"
+
+
+def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path) -> str:
+    table = _comparison_table(group)
+    markdown = render_markdown(key, table, table_caption(group))
+    stem = "_".join(_safe_name(part) for part in key)
+    _write_text(out_dir / f"{stem}.md", markdown + "\n")
+    _write_text(out_dir / f"{stem}.csv", table.to_csv())
+    _write_text(out_dir / f"{stem}.tex", render_latex(table))
+    _write_bytes(out_dir / f"{stem}.png", plot_png(key, group))
+    return markdown
+
+
+def failure_lines(frame: pd.DataFrame) -> list[str]:
+    """One line per failed run: where it ran and its error (newlines flattened, max 200 chars)."""
+    failed = frame[frame["status"] == "failed"]
+    return [_failure_line(row) for row in failed.to_dict("records")]
+
+
+def _failure_line(row: dict) -> str:
+    error = " ".join(str(row["error"] or "no error message").split())
+    if len(error) > ERROR_CHARS:
+        error = error[: ERROR_CHARS - 1] + "…"
+    sparsity = _percent_label(row["sparsity"] * 100) if pd.notna(row["sparsity"]) else "?"
+    where = f"{row['dataset']}/{row['arch']}/{row['objective']} {row['method']} ({row['scope']})"
+    return f"- {where} sparsity {sparsity} seed {row['seed']}: {error}"
+
+
+def _safe_name(part: str) -> str:
+    """Keep file names portable: anything but letters, digits, '.', '_', '-' becomes '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(part)).strip("-.") or "unknown"
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Atomic write: a temp file in the same folder, then ``os.replace`` (no partial files are seen)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
