@@ -52,11 +52,12 @@ class RunConfig:
     scope: str = "layer"
     seed: int = 0
     preset: str = "quick"
-    pretrain: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=30, lr=0.1))
+    # The defaults are the `quick` preset on digits.
+    pretrain: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=40, lr=0.1))
     prune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.1))
-    finetune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.01))
+    finetune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=20, lr=0.01))
     train_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=10))
-    eval_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=20, restarts=1))
+    eval_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=20, restarts=2))
     trades_beta: float = 6.0
     train_examples: int | None = None  # None: the whole training split
     eval_examples: int | None = None  # None: the whole test split

@@ -30,13 +30,13 @@ PRESETS: Registry[Preset] = Registry("preset")
 
 def _smoke(info: DatasetInfo) -> dict[str, Any]:
     return {
-        "pretrain": {"epochs": 2, "lr": 0.05, "batch_size": 64},
-        "prune": {"epochs": 1, "batch_size": 64},
-        "finetune": {"epochs": 1, "batch_size": 64},
+        "pretrain": {"epochs": 3, "batch_size": 32},
+        "prune": {"epochs": 1, "batch_size": 32},
+        "finetune": {"epochs": 1, "batch_size": 32},
         "train_attack": {"steps": 2},
-        "eval_attack": {"steps": 5},
-        "train_examples": 256,
-        "eval_examples": 64,
+        "eval_attack": {"steps": 5, "restarts": 1},
+        "train_examples": 512,
+        "eval_examples": 128,
     }
 
 
@@ -59,12 +59,12 @@ def _paper(info: DatasetInfo) -> dict[str, Any]:
         "prune": {"epochs": 20, "lr": 0.1},
         "finetune": {"epochs": 100, "lr": 0.01},
         "train_attack": {"steps": 10},
-        "eval_attack": {"steps": 50},
+        "eval_attack": {"steps": 50, "restarts": 1},
     }
 
 
-PRESETS.add("smoke", Preset("smoke", "seconds: 2+1+1 epochs on 256 examples, PGD-2 training, PGD-5 eval on 64", _smoke))
-PRESETS.add("quick", Preset("quick", "minutes on a CPU: 30+10+10 epochs on digits (10+4+4 on a 5,000-example "
-                            "subset elsewhere), PGD-20 eval", _quick))
+PRESETS.add("smoke", Preset("smoke", "seconds: 3+1+1 epochs on 512 examples, PGD-2 training, PGD-5 eval on 128", _smoke))
+PRESETS.add("quick", Preset("quick", "minutes on a CPU: 40+10+20 epochs on digits (10+4+4 on a 5,000-example "
+                            "subset elsewhere), TRADES-10 (5 elsewhere), PGD-20 x 2 restarts eval", _quick))
 PRESETS.add("paper", Preset("paper", "HYDRA's protocol: 100+20+100 epochs, lr 0.1/0.1/0.01, TRADES-10, PGD-50 eval",
                             _paper))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -84,6 +84,7 @@ class Phase:
     mask: Mask | None = None  # re-applied after every optimizer step
     regularize: Callable[[], Tensor | None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
+    step_callbacks: list[Callable[[nn.Module], None]] = field(default_factory=list)  # after each step
 
 
 def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Tensor]], rng: torch.Generator,
@@ -117,6 +118,8 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
                 opt.step()
                 if phase.mask is not None:
                     phase.mask.apply_(model)
+                for callback in phase.step_callbacks:
+                    callback(model)
                 cost.steps += 1
                 seen += len(y)
                 correct += int((logits.argmax(1) == y).sum())
