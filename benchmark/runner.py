@@ -142,7 +142,7 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     if cfg.method == DENSE:
         mask = dense_mask(model)
     else:
-        mask, cost["pruner"] = _prune(cfg, env, model, folder, device, progress)
+        model, mask, cost["pruner"] = _prune(cfg, env, model, folder, device, progress)
         cost["finetune"] = _finetune(cfg, env, model, mask, folder, device, progress)
         mask.save(folder / "mask.pt")
     atomic_save(export_state(model, mask), folder / "model.pt")
@@ -160,35 +160,40 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
 
 
 def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, device: torch.device,
-           progress: Progress) -> tuple[Mask, list[dict[str, Any]]]:
-    """Run the pruner's phases and take its mask; cached in pruned.pt + mask.pt once done."""
+           progress: Progress) -> tuple[nn.Module, Mask, list[dict[str, Any]]]:
+    """Run the pruner's phases and take its mask, once: the result is kept in pruned.pt.
+
+    Returns a fresh plain model with the pruned state (so a resumed run and an uninterrupted one finetune
+    the very same module, parameter order included), its mask and the pruner's cost.
+    """
     check_sparsity(cfg.sparsity)
     done = folder / "pruned.pt"
-    if done.exists():
-        state = safe_load(done)
-        model.load_state_dict(state["model"])
-        return Mask(state["mask"]).to(device), state["cost"]
-    rng = seed_everything(cfg.seed)
-    pruner = build_pruner(cfg.method)
-    costs = []
-    for phase in pruner.phases(cfg):
-        pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
-        model.to(device)
+    if not done.exists():
+        rng = seed_everything(cfg.seed)
+        pruner = build_pruner(cfg.method)
         train_set, _ = data_for(cfg, env)
-        loop_phase = train.Phase(
-            phase.name, phase.settings, build_objective(cfg.objective, cfg), list(pruner.trainable(model, phase)),
-            folder / f"{phase.name}.ckpt.pt",
-            regularize=lambda phase=phase: pruner.regularize(model, phase),
-            on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch))
-        loader = make_loader(train_set, phase.settings.batch_size, shuffle=True, generator=rng)
-        costs.append({"phase": phase.name, **dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng,
-                                                                                  device, progress))})
-    mask = pruner.mask(model, cfg.sparsity, cfg.scope)
-    pruner.release(model)
-    mask.validate(model)
-    mask.apply_(model)
-    atomic_save({"model": model.state_dict(), "mask": {n: t.cpu() for n, t in mask.items()}, "cost": costs}, done)
-    return mask, costs
+        costs = []
+        for phase in pruner.phases(cfg):
+            pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
+            model.to(device)
+            loop_phase = train.Phase(
+                phase.name, phase.settings, build_objective(cfg.objective, cfg),
+                list(pruner.trainable(model, phase)), folder / f"{phase.name}.ckpt.pt",
+                regularize=lambda phase=phase: pruner.regularize(model, phase),
+                on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch))
+            loader = make_loader(train_set, phase.settings.batch_size, shuffle=True, generator=rng)
+            cost = train.run_phase(model, loop_phase, loader, rng, device, progress)
+            costs.append({"phase": phase.name, **dataclasses.asdict(cost)})
+        mask = pruner.mask(model, cfg.sparsity, cfg.scope)
+        pruner.release(model)
+        mask.validate(model)
+        mask.apply_(model)
+        atomic_save({"model": model.state_dict(), "mask": {n: t.cpu() for n, t in mask.items()}, "cost": costs},
+                    done)
+    state = safe_load(done)
+    pruned = new_model(cfg)
+    pruned.load_state_dict(state["model"], strict=True)
+    return pruned.to(device), Mask(state["mask"]).to(device), state["cost"]
 
 
 def _finetune(cfg: RunConfig, env: Environment, model: nn.Module, mask: Mask, folder: Path,

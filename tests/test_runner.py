@@ -1,0 +1,148 @@
+"""Runner contract: cached work is never redone, killed runs resume exactly, keys are stable, failures are kept."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from benchmark import runner, train
+from benchmark.config import RunConfig, content_key, non_default
+from benchmark.io import safe_load
+from results.store import Store
+from tests.conftest import smoke_config
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL / Ctrl-C: not an Exception, so nothing records it as a failure."""
+
+
+def grid(methods=("hydra", "lwm"), sparsities=(0.9,)):
+    return runner.expand_grid(smoke_config(), methods, sparsities, [0])
+
+
+def count_phases(monkeypatch) -> list[str]:
+    names: list[str] = []
+    real = train.run_phase
+
+    def spy(model, phase, *args, **kwargs):
+        names.append(phase.name)
+        return real(model, phase, *args, **kwargs)
+
+    monkeypatch.setattr(runner.train, "run_phase", spy)
+    return names
+
+
+def test_pretrained_model_is_shared_and_a_second_invocation_does_no_work(env, monkeypatch):
+    store = Store(env.out / "runs.db")
+    phases = count_phases(monkeypatch)
+    records = runner.run_grid(grid(), env, store)
+    assert [r["status"] for r in records] == ["done"] * 3
+    assert phases.count("pretrain") == 1
+    assert phases.count("prune") == 1 and phases.count("finetune") == 2
+    phases.clear()
+    again = runner.run_grid(grid(), env, store)
+    assert phases == []
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+
+
+def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    cfg = smoke_config().replace(method="hydra", sparsity=0.9)
+    cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, epochs=3))
+    reference_env = runner.Environment(out=tmp_path / "reference", quiet=True)
+    reference = runner.run_cell(cfg, reference_env)
+
+    env = runner.Environment(out=tmp_path / "killed", quiet=True)
+    steps_per_epoch = -(-cfg.train_examples // cfg.finetune.batch_size)
+    real = train.run_phase
+
+    def kill_in_second_finetune_epoch(model, phase, *args, **kwargs):
+        if phase.name == "finetune":
+            seen = []
+
+            def maybe_kill(_model):
+                seen.append(1)
+                if len(seen) == steps_per_epoch + 2:
+                    raise Killed
+
+            phase.step_callbacks.append(maybe_kill)
+        return real(model, phase, *args, **kwargs)
+
+    monkeypatch.setattr(runner.train, "run_phase", kill_in_second_finetune_epoch)
+    with pytest.raises(Killed):
+        runner.run_cell(cfg, env)
+    assert safe_load(runner.run_dir(env, cfg) / "finetune.ckpt.pt")["epoch"] == 1
+
+    monkeypatch.undo()
+    phases = count_phases(monkeypatch)
+    resumed = runner.run_cell(cfg, env)
+    assert phases == ["finetune"]  # pretrain and prune are not redone
+    assert resumed["cost"]["finetune"]["epochs"] == 3
+    assert resumed["metrics"] == reference["metrics"]
+    a = safe_load(runner.run_dir(env, cfg) / "model.pt")
+    b = safe_load(runner.run_dir(reference_env, cfg) / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(runner.run_dir(env, cfg).glob("*.ckpt.pt"))
+
+
+def test_keys_ignore_defaults_and_survive_a_new_defaulted_field():
+    cfg = RunConfig(method="hydra", sparsity=0.99)
+    assert non_default(cfg) == {"method": "hydra", "sparsity": 0.99}
+
+    @dataclasses.dataclass
+    class Extended(RunConfig):
+        new_option: int = 7
+
+    assert Extended(method="hydra", sparsity=0.99).key() == cfg.key()
+    assert Extended(method="hydra", sparsity=0.99, new_option=8).key() != cfg.key()
+    # a golden value: if this changes, every existing store loses its cache
+    assert content_key({"method": "hydra", "sparsity": 0.99}) == cfg.key() == "5854944caf03c8ae"
+
+
+def test_keys_differ_by_what_matters_and_pretrain_is_shared():
+    a = smoke_config().replace(method="hydra", sparsity=0.9)
+    assert a.key() != a.replace(sparsity=0.95).key() != a.replace(seed=1).key()
+    assert a.pretrain_key() == a.replace(method="lwm", sparsity=0.99).pretrain_key()
+    assert a.pretrain_key() != a.replace(seed=1).pretrain_key()
+    assert a.pretrain_key() != a.replace(pretrain_objective="natural").pretrain_key()
+
+
+def test_a_failed_cell_is_recorded_and_the_grid_goes_on(env, monkeypatch):
+    real = runner._finetune
+
+    def fail_for_lwm(cfg, *args, **kwargs):
+        if cfg.method == "lwm":
+            raise RuntimeError("boom\nsecond line")
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "_finetune", fail_for_lwm)
+    store = Store(env.out / "runs.db")
+    records = runner.run_grid(grid(), env, store)
+    by_method = {r["method"]: r for r in records}
+    assert by_method["lwm"]["status"] == "failed" and by_method["lwm"]["error"] == "RuntimeError: boom"
+    assert by_method["hydra"]["status"] == "done"
+    assert "Traceback" in (runner.run_dir(env, grid()[2]) / "log.txt").read_text()
+    monkeypatch.undo()
+    records = runner.run_grid(grid(), env, store)  # the failed cell is retried, the rest is kept
+    assert [r["status"] for r in records] == ["done"] * 3
+
+
+def test_corrupt_pretrained_checkpoint_names_the_file_and_loses_nothing(env):
+    store = Store(env.out / "runs.db")
+    dense = runner.run_grid(grid(methods=()), env, store)[0]
+    path = runner.pretrained_dir(env, grid()[0]) / "model.pt"
+    path.write_bytes(b"not a checkpoint")
+    records = runner.run_grid(grid(methods=("lwm",)), env, store)
+    assert records[0] == dense
+    assert records[1]["status"] == "failed" and str(path) in records[1]["error"]
+
+
+def test_store_round_trips_and_keeps_full_precision(tmp_path):
+    store = Store(tmp_path / "runs.db")
+    cfg = smoke_config()
+    record = runner.record_for(cfg, runner.Environment(out=tmp_path), status="done",
+                               metrics={"clean_acc": 1 / 3, "pgd_acc": 2 / 7}, cost={"x": 1.5})
+    store.put(record)
+    got = Store(tmp_path / "runs.db").get(cfg.key())
+    assert got["metrics"]["clean_acc"] == 1 / 3 and got["pgd_acc"] == 2 / 7 and got["cost"] == {"x": 1.5}
