@@ -1,0 +1,96 @@
+"""The command line: help everywhere, one-line errors with exit code 2, list, dry-run, run, report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from benchmark.cli import main
+from methods import METHODS
+
+
+@pytest.mark.parametrize("argv", [[], ["run"], ["list"], ["report"]])
+def test_every_subcommand_has_help(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "benchmark", "list", "presets"], capture_output=True, text=True)
+    assert done.returncode == 0 and "paper" in done.stdout
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["run", "--methods", "hydra,nope"], "unknown method 'nope'; valid: "),
+    (["run", "--data", "nope"], "unknown dataset 'nope'; valid: "),
+    (["run", "--arch", "nope"], "unknown arch 'nope'; valid: "),
+    (["run", "--objective", "nope"], "unknown objective 'nope'; valid: "),
+    (["run", "--preset", "nope"], "unknown preset 'nope'; valid: "),
+    (["run", "--sparsity", "1.5"], "sparsity must be in [0, 1)"),
+    (["run", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["run", "--sparsity", "ninety"], "sparsities must be floats"),
+    (["run", "--set", "pretrain.epoch=3"], "unknown setting 'pretrain.epoch'"),
+    (["run", "--set", "pretrain.epochs=many"], "needs a int"),
+    (["run", "--scope", "nope"], "invalid choice"),
+    (["run", "--data", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent"),
+    (["run", "--data", "digits", "--arch", "vgg16_bn"], "does not support input size 8x8"),
+    (["report", "--out", "/nonexistent"], "no store at"),
+    (["list", "nope"], "invalid choice"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(argv, expected, capsys, tmp_path):
+    if argv[0] == "run":
+        argv = [*argv, "--out", str(tmp_path)]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and expected in err
+
+
+def test_unknown_method_lists_the_valid_ones(capsys, tmp_path):
+    assert main(["run", "--methods", "nope", "--out", str(tmp_path)]) == 2
+    assert all(name in capsys.readouterr().err for name in METHODS.names())
+
+
+def test_list_shows_every_registry_with_a_line_each_and_method_taxonomy(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for heading in ("methods:", "datasets:", "archs:", "objectives:", "presets:"):
+        assert heading in out
+    for name in METHODS.names():
+        line = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        assert "one-shot" in line or "iterative" in line
+        assert "criterion" in line
+
+
+def test_dry_run_lists_the_grid_and_what_is_done(tmp_path, capsys):
+    argv = ["run", "--preset", "smoke", "--methods", "lwm", "--sparsity", "0.9", "0.99", "--out", str(tmp_path),
+            "--quiet"]
+    assert main([*argv, "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all("done: nothing" in line for line in lines)
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    assert all(line.endswith(": done") for line in capsys.readouterr().out.strip().splitlines())
+
+
+def test_run_prints_the_table_and_report_rebuilds_it(tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text("methods: [hydra, lwm]\nsparsity: [0.9]\npreset: smoke\nfinetune:\n  epochs: 2\n")
+    assert main(["run", "--config", str(config), "--methods", "lwm", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "### digits · cnn-small · trades" in out
+    assert "| lwm |" in out and "hydra" not in out  # the flag overrides the file
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    assert "| lwm |" in capsys.readouterr().out
+    for suffix in ("md", "csv", "tex", "png"):
+        assert (tmp_path / "report" / f"digits_cnn-small_trades.{suffix}").exists()
+    assert (tmp_path / "report" / "results.csv").read_text().count("\n") == 3  # header + dense + lwm

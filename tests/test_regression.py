@@ -1,0 +1,32 @@
+"""A tiny fixed-seed pipeline whose metrics must stay inside a stored band (tests/regression_band.json)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmark import runner
+from results.store import Store
+from tests.conftest import smoke_config
+
+BAND = json.loads((Path(__file__).parent / "regression_band.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory):
+    out = tmp_path_factory.mktemp("regression")
+    env = runner.Environment(out=out, quiet=True)
+    cells = runner.expand_grid(smoke_config(), ["hydra", "lwm"], [0.9], [0])
+    return {f"{r['method']}@{r['sparsity']:g}": r for r in runner.run_grid(cells, env, Store(out / "runs.db"))}
+
+
+@pytest.mark.parametrize("cell", sorted(BAND["expected"]))
+def test_smoke_metrics_stay_in_band(smoke_records, cell):
+    record = smoke_records[cell]
+    assert record["status"] == "done", record["error"]
+    for metric, expected in BAND["expected"][cell].items():
+        assert record[metric] == pytest.approx(expected, abs=BAND["tolerance"]), f"{cell} {metric}"
+
+
+def test_hydra_beats_lwm_at_90_percent_in_the_smoke_pipeline(smoke_records):
+    assert smoke_records["hydra@0.9"]["pgd_acc"] > smoke_records["lwm@0.9"]["pgd_acc"]
