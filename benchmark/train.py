@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from benchmark.config import TrainSettings
 from benchmark.errors import UserError
 from benchmark.io import atomic_save, safe_load
 from benchmark.objectives import Objective
 from benchmark.progress import Progress
-from methods.mask import Mask
+from methods.mask import Mask, prunable_weights
 
 
 @dataclass
@@ -52,6 +53,18 @@ def count_passes(model: nn.Module, cost: PhaseCost) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+@contextmanager
+def effective_weights_once(model: nn.Module) -> Iterator[None]:
+    """Form parametrized (masked) weights once for the block, not on every forward pass of every attack step.
+
+    The cache is filled with autograd on, because an objective may start with a no_grad forward pass
+    (TRADES' target) and the cached weights must still carry gradients to what the pruner trains.
+    """
+    with parametrize.cached(), torch.enable_grad():
+        prunable_weights(model)
+        yield
 
 
 def make_optimizer(params: Iterable[nn.Parameter], s: TrainSettings) -> torch.optim.Optimizer:
@@ -110,10 +123,11 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 phase.objective.on_batch_start(step, len(loader))
                 opt.zero_grad(set_to_none=True)
-                loss, logits = phase.objective.loss(model, x, y)
-                extra = phase.regularize() if phase.regularize else None
-                if extra is not None:
-                    loss = loss + extra
+                with effective_weights_once(model):
+                    loss, logits = phase.objective.loss(model, x, y)
+                    extra = phase.regularize() if phase.regularize else None
+                    if extra is not None:
+                        loss = loss + extra
                 loss.backward()
                 opt.step()
                 if phase.mask is not None:

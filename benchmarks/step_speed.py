@@ -20,6 +20,7 @@ from benchmark.config import RunConfig, TrainSettings
 from benchmark.datasets import DATASETS
 from benchmark.models import build_model
 from benchmark.objectives import Trades
+from benchmark.train import effective_weights_once
 from methods.base import Phase
 from methods.hydra import Hydra
 from methods.mask import magnitude_mask
@@ -43,9 +44,10 @@ def make_steps(arch: str, data: str, batch: int, sparsity: float, device: str) -
     def step_fn(net: torch.nn.Module, params: list[torch.nn.Parameter], after: Step | None = None) -> Step:
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
-        def step() -> None:
+        def step() -> None:  # as benchmark.train.run_phase does it
             opt.zero_grad(set_to_none=True)
-            loss, _ = objective.loss(net, x, y)
+            with effective_weights_once(net):
+                loss, _ = objective.loss(net, x, y)
             loss.backward()
             opt.step()
             if after:

@@ -7,7 +7,9 @@ each layer (or across layers with scope "global"); the gradient passes straight 
 scores: dL/ds = sign(s) * dL/dW_eff * W, for pruned weights too, so they can come back.
 
 The mask is recomputed only when a score tensor changed (its autograd version counter moved), i.e. once
-per optimizer step, not on every forward pass of every attack step as the official code does.
+per optimizer step, not on every forward pass of every attack step as the official code does; and the
+training loop reads parametrized weights under `parametrize.cached()`, so even the product W * keep is
+formed once per step.
 """
 
 from __future__ import annotations
@@ -48,15 +50,17 @@ class ScoreSet:
         self.scope = scope
         self.scores: dict[str, nn.Parameter] = {}
         self._versions: tuple[int, ...] = ()
-        self._mask: Mask | None = None
+        self._keep: dict[str, Tensor] = {}
 
-    def current(self) -> Mask:
+    def keep(self, name: str, dtype: torch.dtype) -> Tensor:
+        """The layer's current keep-mask as 0/1 of the weight's dtype."""
         versions = tuple(s._version for s in self.scores.values())
-        if self._mask is None or versions != self._versions:
+        if not self._keep or versions != self._versions:
             with torch.no_grad():
-                self._mask = topk_mask({n: s.abs() for n, s in self.scores.items()}, self.sparsity, self.scope)
+                mask = topk_mask({n: s.abs() for n, s in self.scores.items()}, self.sparsity, self.scope)
+            self._keep = {n: m.to(dtype) for n, m in mask.items()}
             self._versions = versions
-        return self._mask
+        return self._keep[name]
 
 
 class ScoredWeight(nn.Module):
@@ -69,7 +73,7 @@ class ScoredWeight(nn.Module):
         object.__setattr__(self, "_score_set", score_set)  # shared, not a submodule
 
     def forward(self, weight: Tensor) -> Tensor:
-        keep = self._score_set.current()[self.name].to(weight.dtype)
+        keep = self._score_set.keep(self.name, weight.dtype)
         return _StraightThroughMask.apply(weight, self.scores, keep)
 
 
