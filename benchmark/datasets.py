@@ -110,10 +110,7 @@ class _BatchLoader:
         return -(-self.size // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=self.generator)
-        else:
-            order = torch.arange(self.size)
+        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
         for start in range(0, self.size, self.batch_size):
             yield self.take(order[start : start + self.batch_size])
 

@@ -1,0 +1,57 @@
+"""Every registered name builds; presets resolve for every dataset; unknown names list the valid ones."""
+
+import pytest
+
+from benchmark.cli import plan
+from benchmark.datasets import DATASETS
+from benchmark.errors import UserError
+from benchmark.models import ARCHS
+from benchmark.objectives import OBJECTIVES, build_objective
+from benchmark.presets import PRESETS
+from benchmark.registry import Registry
+from methods import METHODS, Pruner, build_pruner
+from tests.conftest import smoke_config
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_builds_and_describes_itself(name):
+    pruner = build_pruner(name)
+    assert isinstance(pruner, Pruner) and pruner.name == name
+    assert pruner.description and pruner.taxonomy.schedule in ("one-shot", "iterative")
+    assert pruner.taxonomy.when in ("after training", "before training", "during training")
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_every_objective_builds(name):
+    assert build_objective(name, smoke_config()).name == name
+
+
+@pytest.mark.parametrize("preset", PRESETS.names())
+@pytest.mark.parametrize("dataset", DATASETS.names())
+def test_every_preset_resolves_for_every_dataset(preset, dataset):
+    cfg, _, _, _ = plan({"preset": preset, "data": dataset})
+    info = DATASETS.get(dataset)
+    assert cfg.arch in ARCHS and cfg.train_attack.eps == info.eps and cfg.eval_attack.eps == info.eps
+    assert cfg.eval_attack.steps > cfg.train_attack.steps  # evaluation is stronger than training
+    assert cfg.pretrain.epochs > 0
+
+
+def test_paper_preset_is_hydras_protocol():
+    cfg, _, _, _ = plan({"preset": "paper", "data": "cifar10"})
+    assert (cfg.pretrain.epochs, cfg.prune.epochs, cfg.finetune.epochs) == (100, 20, 100)
+    assert (cfg.pretrain.lr, cfg.prune.lr, cfg.finetune.lr) == (0.1, 0.1, 0.01)
+    assert cfg.pretrain.momentum == 0.9 and cfg.pretrain.weight_decay == 1e-4 and cfg.pretrain.batch_size == 128
+    assert cfg.objective == "trades" and cfg.trades_beta == 6.0 and cfg.arch == "vgg16_bn"
+    assert cfg.train_attack.eps == pytest.approx(8 / 255) and cfg.train_attack.steps == 10
+    assert cfg.train_attack.step_size == pytest.approx(2 / 255) and cfg.eval_attack.steps == 50
+    assert cfg.train_examples is None and cfg.eval_examples is None
+
+
+def test_unknown_names_list_the_valid_ones():
+    registry: Registry[int] = Registry("thing")
+    registry.add("b", 2)
+    registry.add("a", 1)
+    with pytest.raises(UserError, match=r"unknown thing 'c'; valid: a, b"):
+        registry.get("c")
+    with pytest.raises(ValueError, match="twice"):
+        registry.add("a", 3)
