@@ -21,11 +21,13 @@ EVALUATORS: Registry[Evaluator] = Registry("evaluator")
 
 @EVALUATORS.register("clean")
 def clean_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
+    """clean accuracy: the prediction on the unperturbed input"""
     return predict(model, x) == y
 
 
 @EVALUATORS.register("pgd")
 def pgd_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
+    """l-inf PGD robust accuracy (eval_attack: steps, step size, restarts; worst case over restarts)"""
     a = cfg.eval_attack
     return pgd_robust(model, x, y, a.eps, a.step_size, a.steps, a.restarts)
 

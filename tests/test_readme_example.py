@@ -1,0 +1,40 @@
+"""The README's "Add your own pruner" example works: it registers, and passes the pruner contract."""
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmark import runner
+from methods import METHODS
+from methods.mask import kept_count, prunable_weights
+from tests.conftest import smoke_config
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.fixture(scope="module")
+def example_method() -> str:
+    section = README.read_text().split("## Add your own pruner", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    if "example-random" not in METHODS:
+        exec(compile(code, "README.md", "exec"), {"__name__": "methods.example_random"})
+    return "example-random"
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_readme_pruner_runs_a_cell_with_exact_sparsity(example_method, scope, env):
+    cfg = smoke_config(scope=scope).replace(method=example_method, sparsity=0.95)
+    record = runner.run_cell(cfg, env)
+    assert record["status"] == "done" and 0 <= record["clean_acc"] <= 1
+    exported = torch.load(runner.run_dir(env, cfg) / "model.pt", weights_only=True)
+    plain = runner.new_model(cfg)
+    plain.load_state_dict(exported, strict=True)
+    weights = prunable_weights(plain)
+    if scope == "layer":
+        for name, w in weights.items():
+            assert int((w != 0).sum()) <= kept_count(w.numel(), 0.95), name
+    else:
+        total = sum(w.numel() for w in weights.values())
+        assert sum(int((w != 0).sum()) for w in weights.values()) <= kept_count(total, 0.95)
