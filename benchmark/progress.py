@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
+
+T = TypeVar("T")
 
 
 class _NoBar:
@@ -45,6 +48,14 @@ class Progress:
             return _NoBar()
         prefix = f"{self.label} {desc}".strip()
         return _Bar(tqdm(total=total, initial=initial, desc=prefix, leave=False, dynamic_ncols=True))
+
+    def track(self, items: Iterable[T], total: int, desc: str) -> Iterator[T]:
+        """Yield from items while a bar counts them."""
+        bar = self.bar(total=total, desc=desc)
+        for item in items:
+            yield item
+            bar.update(1)
+        bar.close()
 
     def log(self, line: str) -> None:
         if self.log_file is not None:

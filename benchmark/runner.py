@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 from attacks.evaluators import describe, evaluate
 from benchmark import train
 from benchmark.config import RunConfig
-from benchmark.datasets import DATASETS, DatasetInfo, load_dataset, make_loader, subset
+from benchmark.datasets import DATASETS, load_dataset, make_loader, subset
+from benchmark.errors import UserError
 from benchmark.io import atomic_save, atomic_write_json, safe_load
 from benchmark.models import build_model
 from benchmark.objectives import build_objective
@@ -117,8 +118,6 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
 
 
 def load_state(model: nn.Module, path: Path) -> nn.Module:
-    from benchmark.errors import UserError
-
     state = safe_load(path)
     try:
         model.load_state_dict(state, strict=True)
@@ -150,7 +149,7 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     began = time.perf_counter()
     _, eval_set = data_for(cfg, env)
     eval_batches = make_loader(eval_set, 256, shuffle=False)
-    metrics = evaluate(model, eval_batches, cfg, device)
+    metrics = evaluate(model, progress.track(eval_batches, len(eval_batches), "eval"), cfg, device)
     cost["eval_seconds"] = time.perf_counter() - began
     cost["cell_seconds"] = time.perf_counter() - started
     for stale in folder.glob("*.ckpt.pt"):
@@ -298,10 +297,6 @@ def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:
     if record and record["status"] == "failed":
         state += f"; last attempt failed: {record['error']}"
     return state
-
-
-def dataset_info(cfg: RunConfig) -> DatasetInfo:
-    return DATASETS.get(cfg.dataset)
 
 
 def check_inputs(cfg: RunConfig, env: Environment) -> None:

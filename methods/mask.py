@@ -86,9 +86,6 @@ class Mask(Mapping[str, Tensor]):
     def sparsity(self) -> float:
         return 1.0 - self.kept / self.total
 
-    def layer_sparsity(self) -> dict[str, float]:
-        return {n: 1.0 - float(t.float().mean()) for n, t in self._tensors.items()}
-
     @torch.no_grad()
     def apply_(self, model: nn.Module) -> None:
         """Zero every masked weight in place (called after every optimizer step)."""
