@@ -56,7 +56,8 @@ def test_bad_input_gives_one_line_and_exit_code_2(argv, expected, capsys, tmp_pa
 
 def test_unknown_method_lists_the_valid_ones(capsys, tmp_path):
     assert main(["run", "--methods", "nope", "--out", str(tmp_path)]) == 2
-    assert all(name in capsys.readouterr().err for name in METHODS.names())
+    err = capsys.readouterr().err
+    assert all(name in err for name in METHODS.names())
 
 
 def test_list_shows_every_registry_with_a_line_each_and_method_taxonomy(capsys):
