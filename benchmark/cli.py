@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", type=Path, help="where datasets are (or are downloaded to)")
     run.add_argument("--download", action="store_true", help="download the dataset if it is not found")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    run.add_argument("--workers", type=int, default=0,
+                     help="data-loading worker processes (for augmented image datasets on a GPU; default 0)")
     run.add_argument("--dry-run", action="store_true", help="print the grid and what is done; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
@@ -179,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     base, methods, sparsities, seeds = plan(grid_options(args))
     env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
-                             download=args.download, quiet=args.quiet)
+                             download=args.download, quiet=args.quiet, workers=args.workers)
     cells = runner.expand_grid(base, methods, sparsities, seeds)
     store = Store(args.out / "runs.db")
     if args.dry_run:

@@ -56,6 +56,7 @@ class Environment:
     data_dir: Path | None = None
     download: bool = False
     quiet: bool = False
+    workers: int = 0  # DataLoader worker processes for datasets that decode or augment per item
 
 
 def pretrained_dir(env: Environment, cfg: RunConfig) -> Path:
@@ -79,6 +80,12 @@ def data_for(cfg: RunConfig, env: Environment) -> tuple[Dataset, Dataset]:
     train_set, test_set = _splits(cfg.dataset, env.data_dir, env.download)
     eval_set = subset(test_set, cfg.eval_examples, seed=0)  # the same examples for every run
     return subset(train_set, cfg.train_examples, seed=cfg.seed), eval_set
+
+
+def train_loader(cfg: RunConfig, env: Environment, batch_size: int, rng: torch.Generator) -> Iterable[Any]:
+    """Shuffled training batches, in an order drawn from rng (saved with every checkpoint)."""
+    train_set, _ = data_for(cfg, env)
+    return make_loader(train_set, batch_size, shuffle=True, generator=rng, num_workers=env.workers)
 
 
 def new_model(cfg: RunConfig) -> nn.Module:
@@ -105,8 +112,7 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
     device = torch.device(env.device)
     rng = seed_everything(cfg.seed)
     model = new_model(cfg).to(device)
-    train_set, _ = data_for(cfg, env)
-    loader = make_loader(train_set, cfg.pretrain.batch_size, shuffle=True, generator=rng)
+    loader = train_loader(cfg, env, cfg.pretrain.batch_size, rng)
     atomic_write_json(cfg.to_dict(), folder / "config.json")
     phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg),
                         list(model.parameters()), folder / "pretrain.ckpt.pt")
@@ -170,7 +176,6 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
     if not done.exists():
         rng = seed_everything(cfg.seed)
         pruner = build_pruner(cfg.method)
-        train_set, _ = data_for(cfg, env)
         costs = []
         for phase in pruner.phases(cfg):
             pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
@@ -180,7 +185,7 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
                 list(pruner.trainable(model, phase)), folder / f"{phase.name}.ckpt.pt",
                 regularize=lambda phase=phase: pruner.regularize(model, phase),
                 on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch))
-            loader = make_loader(train_set, phase.settings.batch_size, shuffle=True, generator=rng)
+            loader = train_loader(cfg, env, phase.settings.batch_size, rng)
             cost = train.run_phase(model, loop_phase, loader, rng, device, progress)
             costs.append({"phase": phase.name, **dataclasses.asdict(cost)})
         mask = pruner.mask(model, cfg.sparsity, cfg.scope)
@@ -198,10 +203,9 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
 def _finetune(cfg: RunConfig, env: Environment, model: nn.Module, mask: Mask, folder: Path,
               device: torch.device, progress: Progress) -> dict[str, Any]:
     rng = seed_everything(cfg.seed + 1)
-    train_set, _ = data_for(cfg, env)
     phase = train.Phase("finetune", cfg.finetune, build_objective(cfg.objective, cfg), list(model.parameters()),
                         folder / "finetune.ckpt.pt", mask=mask)
-    loader = make_loader(train_set, cfg.finetune.batch_size, shuffle=True, generator=rng)
+    loader = train_loader(cfg, env, cfg.finetune.batch_size, rng)
     return dataclasses.asdict(train.run_phase(model, phase, loader, rng, device, progress))
 
 
