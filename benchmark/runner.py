@@ -116,7 +116,7 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
     atomic_write_json(cfg.to_dict(), folder / "config.json")
     phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg),
                         list(model.parameters()), folder / "pretrain.ckpt.pt")
-    cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", "pretrain"))
+    cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"))
     atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
     atomic_save(model.state_dict(), model_path)
     phase.checkpoint.unlink(missing_ok=True)
