@@ -67,6 +67,11 @@ def run_dir(env: Environment, cfg: RunConfig) -> Path:
     return env.out / "runs" / cfg.key()
 
 
+def workspace_dir(env: Environment, cfg: RunConfig) -> Path:
+    """Shared by the cells of one method that differ only in target sparsity (lottery rounds live here)."""
+    return env.out / "shared" / cfg.method / cfg.replace(sparsity=0.0).key()
+
+
 # ----------------------------------------------------------------------------------------------- data, model
 
 
@@ -175,20 +180,25 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
     done = folder / "pruned.pt"
     if not done.exists():
         rng = seed_everything(cfg.seed)
-        pruner = build_pruner(cfg.method)
+        pruner = build_pruner(cfg.method, cfg, workspace_dir(env, cfg))
         costs = []
-        for phase in pruner.phases(cfg):
-            pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
+        for phase in pruner.phases():
+            if pruner.restore(model, phase):
+                continue
+            pruner.prepare(model, phase)
             model.to(device)
             loop_phase = train.Phase(
                 phase.name, phase.settings, build_objective(cfg.objective, cfg),
                 list(pruner.trainable(model, phase)), folder / f"{phase.name}.ckpt.pt",
+                mask=pruner.training_mask(model, phase),
                 regularize=lambda phase=phase: pruner.regularize(model, phase),
-                on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch))
+                on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch),
+                extra_state=pruner)
             loader = train_loader(cfg, env, phase.settings.batch_size, rng)
             cost = train.run_phase(model, loop_phase, loader, rng, device, progress)
+            pruner.finish_phase(model, phase)
             costs.append({"phase": phase.name, **dataclasses.asdict(cost)})
-        mask = pruner.mask(model, cfg.sparsity, cfg.scope)
+        mask = pruner.mask(model)
         pruner.release(model)
         mask.validate(model)
         mask.apply_(model)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +99,7 @@ class Phase:
     regularize: Callable[[], Tensor | None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
     step_callbacks: list[Callable[[nn.Module], None]] = field(default_factory=list)  # after each step
+    extra_state: Any = None  # has state_dict() / load_state_dict(): state outside the model (a pruner's)
 
 
 def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Tensor]], rng: torch.Generator,
@@ -108,7 +110,7 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
     sched = make_scheduler(opt, s)
     cost, start = PhaseCost(), 0
     if phase.checkpoint.exists():
-        start, cost = _restore(phase.checkpoint, model, opt, sched, rng)
+        start, cost = _restore(phase, model, opt, sched, rng)
     if phase.mask is not None:
         phase.mask.apply_(model)
     bar = progress.bar(total=s.epochs * len(loader), initial=start * len(loader), desc=phase.name)
@@ -146,22 +148,25 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
         cost.seconds += time.perf_counter() - began
         progress.log(f"{phase.name} epoch {epoch + 1}/{s.epochs}: loss {loss_sum / max(seen, 1):.4f} "
                      f"train acc {correct / max(seen, 1):.4f} lr {sched.get_last_lr()[0]:.2e}")
-        _save(phase.checkpoint, epoch + 1, cost, model, opt, sched, rng)
+        _save(phase, epoch + 1, cost, model, opt, sched, rng)
     bar.close()
     return cost
 
 
-def _save(path: Path, epoch: int, cost: PhaseCost, model: nn.Module, opt: torch.optim.Optimizer,
+def _save(phase: Phase, epoch: int, cost: PhaseCost, model: nn.Module, opt: torch.optim.Optimizer,
           sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator) -> None:
-    atomic_save({"epoch": epoch, "cost": asdict(cost), "model": model.state_dict(),
+    extra = phase.extra_state.state_dict() if phase.extra_state is not None else {}
+    atomic_save({"epoch": epoch, "cost": asdict(cost), "model": model.state_dict(), "extra": extra,
                  "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state()}, path)
+                 "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state()}, phase.checkpoint)
 
 
-def _restore(path: Path, model: nn.Module, opt: torch.optim.Optimizer,
+def _restore(phase: Phase, model: nn.Module, opt: torch.optim.Optimizer,
              sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator) -> tuple[int, PhaseCost]:
-    state = safe_load(path)
+    state = safe_load(phase.checkpoint)
     model.load_state_dict(state["model"])
+    if phase.extra_state is not None:
+        phase.extra_state.load_state_dict(state["extra"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])

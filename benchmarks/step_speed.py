@@ -62,9 +62,9 @@ def make_steps(arch: str, data: str, batch: int, sparsity: float, device: str) -
     mask = magnitude_mask(finetuned, sparsity, "layer").to(device)
     mask.apply_(finetuned)
     pruned = model()
-    hydra = Hydra()
+    hydra = Hydra(cfg.replace(method="hydra", sparsity=sparsity))
     phase = Phase("prune", TrainSettings())
-    hydra.prepare(pruned, phase, sparsity, "layer")
+    hydra.prepare(pruned, phase)
     pruned.to(device)
     return {
         "dense": step_fn(dense, list(dense.parameters())),

@@ -1,15 +1,25 @@
 """The Pruner interface and the pruner registry.
 
 A pruner owns everything between the pretrained model and the mask: the phases it trains in (with what
-parameters and what regulariser), and the mask it hands over. What leaves a pruner is only the Mask; the
-finetune that follows is the same for every method and is run by the runner (DESIGN.md, property 1).
+parameters, what regulariser and what fixed mask), and the mask it hands over. Only the Mask leaves a
+pruner; the finetune that follows is the same for every method and is run by the runner (DESIGN.md,
+property 1). The runner drives a pruner like this:
+
+    pruner = build_pruner(name, cfg, workspace)
+    for phase in pruner.phases():
+        if pruner.restore(model, phase): continue        # a cached result (lottery rounds shared by targets)
+        pruner.prepare(model, phase)
+        train with pruner.trainable / regularize / training_mask / on_epoch_end, checkpointing state_dict
+        pruner.finish_phase(model, phase)
+    mask = pruner.mask(model); pruner.release(model)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
@@ -41,21 +51,38 @@ class Phase:
 
 
 class Pruner:
-    """Base class: a one-shot pruner with no training phases of its own. Override what differs."""
+    """Base class: a one-shot pruner with no training phases of its own. Override what differs.
+
+    `cfg` is the run's effective config (sparsity, scope, the method's settings); `workspace` is a folder
+    shared by the runs that may reuse this method's intermediate results (same pretrained model, seed and
+    method settings), or None.
+    """
 
     name: ClassVar[str]
     taxonomy: ClassVar[Taxonomy]
     description: ClassVar[str] = ""
 
-    def phases(self, cfg: RunConfig) -> list[Phase]:
+    def __init__(self, cfg: RunConfig, workspace: Path | None = None) -> None:
+        self.cfg = cfg
+        self.workspace = workspace
+
+    def phases(self) -> list[Phase]:
         """Training phases run before `mask` (the shared finetune is not one of them)."""
         return []
 
-    def prepare(self, model: nn.Module, phase: Phase, sparsity: float, scope: str) -> None:
+    def restore(self, model: nn.Module, phase: Phase) -> bool:
+        """Load this phase's cached result into the model and return True, or return False to run it."""
+        return False
+
+    def prepare(self, model: nn.Module, phase: Phase) -> None:
         """Install whatever the phase trains (HYDRA: importance scores)."""
 
     def trainable(self, model: nn.Module, phase: Phase) -> Iterable[nn.Parameter]:
         return model.parameters()
+
+    def training_mask(self, model: nn.Module, phase: Phase) -> Mask | None:
+        """A mask re-applied after every optimizer step of the phase (iterative pruning), or None."""
+        return None
 
     def regularize(self, model: nn.Module, phase: Phase) -> Tensor | None:
         """An extra loss term added to the objective's loss in this pruner's phases."""
@@ -64,7 +91,17 @@ class Pruner:
     def on_epoch_end(self, model: nn.Module, phase: Phase, epoch: int) -> None:
         pass
 
-    def mask(self, model: nn.Module, sparsity: float, scope: str) -> Mask:
+    def finish_phase(self, model: nn.Module, phase: Phase) -> None:
+        """After the phase's last epoch (lottery: keep the round's result)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Pruner state outside the model (ADMM's Z, U and rho), saved with every epoch checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def mask(self, model: nn.Module) -> Mask:
         raise NotImplementedError
 
     def release(self, model: nn.Module) -> None:
@@ -79,5 +116,5 @@ def register_method(cls: type[Pruner]) -> type[Pruner]:
     return METHODS.register(cls.name)(cls)
 
 
-def build_pruner(name: str) -> Pruner:
-    return METHODS.get(name)()
+def build_pruner(name: str, cfg: RunConfig, workspace: Path | None = None) -> Pruner:
+    return METHODS.get(name)(cfg, workspace)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -90,14 +91,15 @@ class Hydra(Pruner):
     taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global",
                         "learned importance scores (robust ERM)")
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: RunConfig, workspace: Path | None = None) -> None:
+        super().__init__(cfg, workspace)
         self._score_set: ScoreSet | None = None
 
-    def phases(self, cfg: RunConfig) -> list[Phase]:
-        return [Phase("prune", cfg.prune)]
+    def phases(self) -> list[Phase]:
+        return [Phase("prune", self.cfg.prune)]
 
-    def prepare(self, model: nn.Module, phase: Phase, sparsity: float, scope: str) -> None:
-        self._score_set = ScoreSet(sparsity, scope)
+    def prepare(self, model: nn.Module, phase: Phase) -> None:
+        self._score_set = ScoreSet(self.cfg.sparsity, self.cfg.scope)
         for module_name, module in prunable_modules(model).items():
             name = f"{module_name}.weight"
             param = ScoredWeight(name, scaled_score_init(module.weight), self._score_set)
@@ -113,9 +115,10 @@ class Hydra(Pruner):
         bn = [p for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
         return list(self._score_set.scores.values()) + bn
 
-    def mask(self, model: nn.Module, sparsity: float, scope: str) -> Mask:
+    def mask(self, model: nn.Module) -> Mask:
         assert self._score_set is not None, "prepare() first"
-        return topk_mask({n: s.detach().abs() for n, s in self._score_set.scores.items()}, sparsity, scope)
+        scores = {n: s.detach().abs() for n, s in self._score_set.scores.items()}
+        return topk_mask(scores, self.cfg.sparsity, self.cfg.scope)
 
     def release(self, model: nn.Module) -> None:
         for module in prunable_modules(model).values():

@@ -12,5 +12,5 @@ class LeastWeightMagnitude(Pruner):
     description = "one-shot magnitude pruning of the pretrained weights (HYDRA's LWM baseline)"
     taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global", "least weight magnitude")
 
-    def mask(self, model: nn.Module, sparsity: float, scope: str) -> Mask:
-        return magnitude_mask(model, sparsity, scope)
+    def mask(self, model: nn.Module) -> Mask:
+        return magnitude_mask(model, self.cfg.sparsity, self.cfg.scope)

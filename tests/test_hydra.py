@@ -7,15 +7,15 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import methods.hydra as hydra
-from benchmark.config import TrainSettings
+from benchmark.config import RunConfig, TrainSettings
 from methods.base import Phase
 from methods.mask import magnitude_mask, prunable_modules, prunable_weights
 
 
 def prepared(model, sparsity=0.9, scope="layer"):
-    pruner = hydra.Hydra()
+    pruner = hydra.Hydra(RunConfig(method="hydra", sparsity=sparsity, scope=scope))
     phase = Phase("prune", TrainSettings(epochs=1))
-    pruner.prepare(model, phase, sparsity, scope)
+    pruner.prepare(model, phase)
     return pruner, phase
 
 
@@ -28,14 +28,14 @@ def test_scaled_init_matches_formula_and_starts_at_the_magnitude_mask(tiny_model
         scores = module.parametrizations.weight[0].scores
         expected = math.sqrt(6 / w[0].numel()) * w / w.abs().max()
         assert torch.allclose(scores, expected)
-    hydra_mask = pruner.mask(tiny_model, 0.9, "layer")
+    hydra_mask = pruner.mask(tiny_model)
     assert all(torch.equal(hydra_mask[n], lwm[n]) for n in lwm)
 
 
 def test_effective_weights_are_masked_and_weights_frozen(tiny_model):
     originals = {n: w.detach().clone() for n, w in prunable_weights(tiny_model).items()}
     pruner, phase = prepared(tiny_model)
-    mask = pruner.mask(tiny_model, 0.9, "layer")
+    mask = pruner.mask(tiny_model)
     for name, w_eff in prunable_weights(tiny_model).items():
         assert torch.equal(w_eff.detach(), originals[name] * mask[name])
     trainable = list(pruner.trainable(tiny_model, phase))
@@ -91,5 +91,5 @@ def test_global_scope_is_exact(tiny_model):
     pruner, _ = prepared(tiny_model, 0.95, "global")
     from methods.mask import kept_count
 
-    mask = pruner.mask(tiny_model, 0.95, "global")
+    mask = pruner.mask(tiny_model)
     assert mask.kept == kept_count(mask.total, 0.95)

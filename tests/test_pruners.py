@@ -15,11 +15,12 @@ from tests.conftest import smoke_config
 ALL_METHODS = METHODS.names()
 
 
-def run_pruner_phases(model, pruner, cfg, env):
-    """The pruner's own phases without training: prepare, take the mask, release."""
-    for phase in pruner.phases(cfg):
-        pruner.prepare(model, phase, cfg.sparsity, cfg.scope)
-    return pruner.mask(model, cfg.sparsity, cfg.scope)
+def run_pruner_phases(model, pruner):
+    """The pruner's own phases without training: prepare and finish each, then take the mask."""
+    for phase in pruner.phases():
+        pruner.prepare(model, phase)
+        pruner.finish_phase(model, phase)
+    return pruner.mask(model)
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -29,8 +30,8 @@ def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
     cfg = smoke_config(scope=scope).replace(method=method, sparsity=sparsity)
     torch.manual_seed(0)
     model = new_model(cfg)
-    pruner = build_pruner(method)
-    mask = run_pruner_phases(model, pruner, cfg, env)
+    pruner = build_pruner(method, cfg, env.out / "workspace")
+    mask = run_pruner_phases(model, pruner)
     pruner.release(model)
     mask.validate(model)
     if scope == "layer":
@@ -45,8 +46,8 @@ def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits
     cfg = smoke_config().replace(method=method, sparsity=0.9)
     torch.manual_seed(0)
     model = new_model(cfg)
-    pruner = build_pruner(method)
-    mask = run_pruner_phases(model, pruner, cfg, env)
+    pruner = build_pruner(method, cfg, env.out / "workspace")
+    mask = run_pruner_phases(model, pruner)
     pruner.release(model)
     mask.apply_(model)
     plain = new_model(cfg)
@@ -99,7 +100,7 @@ def test_hydra_prune_phase_effective_weights_follow_the_current_mask(env, monkey
     def run_phase_checked(model, phase, *args, **kwargs):
         if phase.name == "prune":
             def check(m):
-                mask = hydra_pruner["p"].mask(m, 0.9, "layer")
+                mask = hydra_pruner["p"].mask(m)
                 for name, w in prunable_weights(m).items():
                     assert torch.all(w.detach()[~mask[name]] == 0)
                 checked["steps"] += 1
@@ -109,8 +110,8 @@ def test_hydra_prune_phase_effective_weights_follow_the_current_mask(env, monkey
     hydra_pruner = {}
     real_build = runner.build_pruner
 
-    def build_and_keep(name):
-        hydra_pruner["p"] = real_build(name)
+    def build_and_keep(*args):
+        hydra_pruner["p"] = real_build(*args)
         return hydra_pruner["p"]
 
     monkeypatch.setattr(runner, "build_pruner", build_and_keep)

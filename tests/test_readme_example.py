@@ -18,9 +18,9 @@ README = Path(__file__).parent.parent / "README.md"
 def example_method() -> str:
     section = README.read_text().split("## Add your own pruner", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    if "example-random" not in METHODS:
-        exec(compile(code, "README.md", "exec"), {"__name__": "methods.example_random"})
-    return "example-random"
+    if "example-rownorm" not in METHODS:
+        exec(compile(code, "README.md", "exec"), {"__name__": "methods.row_magnitude"})
+    return "example-rownorm"
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])

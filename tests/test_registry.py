@@ -15,7 +15,7 @@ from tests.conftest import smoke_config
 
 @pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_builds_and_describes_itself(name):
-    pruner = build_pruner(name)
+    pruner = build_pruner(name, smoke_config())
     assert isinstance(pruner, Pruner) and pruner.name == name
     assert pruner.description and pruner.taxonomy.schedule in ("one-shot", "iterative")
     assert pruner.taxonomy.when in ("after training", "before training", "during training")
