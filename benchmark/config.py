@@ -59,6 +59,16 @@ class RunConfig:
     train_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=10))
     eval_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=20, restarts=2))
     trades_beta: float = 6.0
+    # ADMM (Ye et al. 2019): its phase's optimiser and budget, and the augmented-Lagrangian schedule
+    admm: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.01))
+    admm_rho: float = 1e-3
+    admm_rho_growth: float = 1.3
+    admm_interval: int = 1  # epochs between Z/U/rho updates
+    # Lottery tickets: the retraining of each round, the fraction of survivors pruned per round, and the
+    # pretraining epoch the survivors are rewound to (0 = initialisation; 0, 1 and 2 are kept)
+    lottery: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=5, lr=0.1))
+    lottery_rate: float = 0.5
+    lottery_rewind_epoch: int = 1
     train_examples: int | None = None  # None: the whole training split
     eval_examples: int | None = None  # None: the whole test split
 

@@ -35,6 +35,9 @@ def _smoke(info: DatasetInfo) -> dict[str, Any]:
         "finetune": {"epochs": 1, "batch_size": 32},
         "train_attack": {"steps": 2},
         "eval_attack": {"steps": 5, "restarts": 1},
+        "admm": {"epochs": 1, "batch_size": 32},
+        "lottery": {"epochs": 1, "batch_size": 32},
+        "lottery_rate": 0.7,
         "train_examples": 512,
         "eval_examples": 128,
     }
@@ -47,6 +50,8 @@ def _quick(info: DatasetInfo) -> dict[str, Any]:
         "pretrain": {"epochs": 15},
         "prune": {"epochs": 5},
         "finetune": {"epochs": 10},
+        "admm": {"epochs": 5},
+        "lottery": {"epochs": 3},
         "train_attack": {"steps": 5},
         "train_examples": 10000,
         "eval_examples": 1000,
@@ -58,6 +63,8 @@ def _paper(info: DatasetInfo) -> dict[str, Any]:
         "pretrain": {"epochs": 100, "lr": 0.1},
         "prune": {"epochs": 20, "lr": 0.1},
         "finetune": {"epochs": 100, "lr": 0.01},
+        "admm": {"epochs": 20, "lr": 0.01},
+        "lottery": {"epochs": 20, "lr": 0.1},
         "train_attack": {"steps": 10},
         "eval_attack": {"steps": 50, "restarts": 1},
     }

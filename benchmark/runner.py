@@ -7,7 +7,9 @@ distributed one), and is the only writer of the store (DESIGN.md, property 11).
 
 Files, under --out:
   runs.db                       the store
-  pretrained/<pretrain key>/    model.pt (dense state_dict), config.json, pretrain.ckpt.pt while running
+  pretrained/<pretrain key>/    model.pt (dense state_dict), epoch_{0,1,2}.pt (rewind points), config.json,
+                                pretrain.ckpt.pt while running
+  shared/<method>/<key>/        a method's results shared by its target sparsities (lottery rounds)
   runs/<run key>/               config.json, mask.pt, model.pt (pruned, plain state_dict), log.txt,
                                 pruned.pt (state after the pruner, before finetune), *.ckpt.pt while running
 """
@@ -45,6 +47,7 @@ from methods.mask import check_sparsity, dense_mask
 from results.store import Store
 
 DENSE = "dense"
+REWIND_EPOCHS = (1, 2)  # early pretraining states kept beside the pretrained model (epoch 0 = init too)
 
 
 @dataclass(frozen=True)
@@ -119,8 +122,15 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
     model = new_model(cfg).to(device)
     loader = train_loader(cfg, env, cfg.pretrain.batch_size, rng)
     atomic_write_json(cfg.to_dict(), folder / "config.json")
+    if not (folder / "epoch_0.pt").exists():
+        atomic_save(model.state_dict(), folder / "epoch_0.pt")
+
+    def keep_rewind_point(epoch: int) -> None:
+        if epoch + 1 in REWIND_EPOCHS:
+            atomic_save(model.state_dict(), folder / f"epoch_{epoch + 1}.pt")
+
     phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg),
-                        list(model.parameters()), folder / "pretrain.ckpt.pt")
+                        list(model.parameters()), folder / "pretrain.ckpt.pt", on_epoch_end=keep_rewind_point)
     cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"))
     atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
     atomic_save(model.state_dict(), model_path)
@@ -180,7 +190,7 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
     done = folder / "pruned.pt"
     if not done.exists():
         rng = seed_everything(cfg.seed)
-        pruner = build_pruner(cfg.method, cfg, workspace_dir(env, cfg))
+        pruner = build_pruner(cfg.method, cfg, workspace_dir(env, cfg), pretrained_dir(env, cfg))
         costs = []
         for phase in pruner.phases():
             if pruner.restore(model, phase):

@@ -5,7 +5,7 @@ parameters, what regulariser and what fixed mask), and the mask it hands over. O
 pruner; the finetune that follows is the same for every method and is run by the runner (DESIGN.md,
 property 1). The runner drives a pruner like this:
 
-    pruner = build_pruner(name, cfg, workspace)
+    pruner = build_pruner(name, cfg, workspace, pretrained_dir)
     for phase in pruner.phases():
         if pruner.restore(model, phase): continue        # a cached result (lottery rounds shared by targets)
         pruner.prepare(model, phase)
@@ -55,16 +55,18 @@ class Pruner:
 
     `cfg` is the run's effective config (sparsity, scope, the method's settings); `workspace` is a folder
     shared by the runs that may reuse this method's intermediate results (same pretrained model, seed and
-    method settings), or None.
+    method settings), or None; `pretrained_dir` holds the pretrained model and its early-epoch states
+    (`epoch_0.pt` = initialisation, `epoch_1.pt`, `epoch_2.pt`) for methods that rewind.
     """
 
     name: ClassVar[str]
     taxonomy: ClassVar[Taxonomy]
     description: ClassVar[str] = ""
 
-    def __init__(self, cfg: RunConfig, workspace: Path | None = None) -> None:
+    def __init__(self, cfg: RunConfig, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.workspace = workspace
+        self.pretrained_dir = pretrained_dir
 
     def phases(self) -> list[Phase]:
         """Training phases run before `mask` (the shared finetune is not one of them)."""
@@ -116,5 +118,6 @@ def register_method(cls: type[Pruner]) -> type[Pruner]:
     return METHODS.register(cls.name)(cls)
 
 
-def build_pruner(name: str, cfg: RunConfig, workspace: Path | None = None) -> Pruner:
-    return METHODS.get(name)(cfg, workspace)
+def build_pruner(name: str, cfg: RunConfig, workspace: Path | None = None,
+                 pretrained_dir: Path | None = None) -> Pruner:
+    return METHODS.get(name)(cfg, workspace, pretrained_dir)

@@ -91,8 +91,8 @@ class Hydra(Pruner):
     taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global",
                         "learned importance scores (robust ERM)")
 
-    def __init__(self, cfg: RunConfig, workspace: Path | None = None) -> None:
-        super().__init__(cfg, workspace)
+    def __init__(self, cfg: RunConfig, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
+        super().__init__(cfg, workspace, pretrained_dir)
         self._score_set: ScoreSet | None = None
 
     def phases(self) -> list[Phase]:

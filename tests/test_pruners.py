@@ -6,13 +6,21 @@ import pytest
 import torch
 
 from benchmark import runner, train
-from benchmark.io import safe_load
+from benchmark.io import atomic_save, safe_load
 from benchmark.runner import export_state, new_model, run_cell
 from methods import METHODS, build_pruner
 from methods.mask import kept_count, prunable_weights
 from tests.conftest import smoke_config
 
 ALL_METHODS = METHODS.names()
+
+
+def pruner_for(method, cfg, model, env):
+    """A pruner as the runner builds it, with the model's state standing in for its early pretraining states."""
+    pretrained = env.out / "pretrained"
+    for epoch in (0, 1, 2):
+        atomic_save(model.state_dict(), pretrained / f"epoch_{epoch}.pt")
+    return build_pruner(method, cfg, env.out / "workspace", pretrained)
 
 
 def run_pruner_phases(model, pruner):
@@ -30,7 +38,7 @@ def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
     cfg = smoke_config(scope=scope).replace(method=method, sparsity=sparsity)
     torch.manual_seed(0)
     model = new_model(cfg)
-    pruner = build_pruner(method, cfg, env.out / "workspace")
+    pruner = pruner_for(method, cfg, model, env)
     mask = run_pruner_phases(model, pruner)
     pruner.release(model)
     mask.validate(model)
@@ -46,7 +54,7 @@ def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits
     cfg = smoke_config().replace(method=method, sparsity=0.9)
     torch.manual_seed(0)
     model = new_model(cfg)
-    pruner = build_pruner(method, cfg, env.out / "workspace")
+    pruner = pruner_for(method, cfg, model, env)
     mask = run_pruner_phases(model, pruner)
     pruner.release(model)
     mask.apply_(model)
