@@ -62,7 +62,8 @@ def test_w_approaches_z_over_the_admm_phase(trained_digits_model):
     opt = torch.optim.SGD(tiny_model.parameters(), lr=0.02)
 
     def distance():
-        return sum(float((w.detach() - pruner.z[n]).norm() ** 2) for n, w in prunable_weights(tiny_model).items()) ** 0.5
+        weights = prunable_weights(tiny_model)
+        return sum(float((w.detach() - pruner.z[n]).norm() ** 2) for n, w in weights.items()) ** 0.5
 
     distances = []
     for _ in range(12):
