@@ -30,6 +30,7 @@ COLUMNS = [
     "dataset",
     "arch",
     "objective",
+    "pretrain_objective",
     "method",
     "scope",
     "sparsity",
@@ -41,9 +42,12 @@ COLUMNS = [
     "status",
     "error",
     "eval_desc",
+    "cost_epochs",
+    "cost_passes",
+    "cost_seconds",
 ]
 KEY_COLUMNS = ["dataset", "arch", "objective"]
-FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "clean_acc", "pgd_acc"]
+FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "clean_acc", "pgd_acc", "cost_epochs", "cost_passes", "cost_seconds"]
 METRIC_COLUMNS = ["clean_acc", "pgd_acc"]
 DENSE = "dense"
 DENSE_COLUMN = "0%"
@@ -77,7 +81,29 @@ def _record_row(record: dict) -> dict:
     for column in METRIC_COLUMNS:
         if row[column] is None:
             row[column] = metrics.get(column)
+    row.update(method_cost(record))
     return row
+
+
+def method_cost(record: dict) -> dict[str, float | None]:
+    """What a run cost beyond the shared pretrained model: its pruner's phases plus finetune.
+
+    For the dense model, the pretraining itself. Passes are batched forward plus backward passes through
+    the model, attack steps included.
+    """
+    cost = record.get("cost") or {}
+    if record.get("method") == DENSE:
+        phases = [cost.get("pretrain")]
+    else:
+        phases = [*(cost.get("pruner") or []), cost.get("finetune")]
+    phases = [p for p in phases if p]
+    if not phases:
+        return {"cost_epochs": None, "cost_passes": None, "cost_seconds": None}
+    return {
+        "cost_epochs": float(sum(p["epochs"] for p in phases)),
+        "cost_passes": float(sum(p["forward_passes"] + p["backward_passes"] for p in phases)),
+        "cost_seconds": float(sum(p["seconds"] for p in phases)),
+    }
 
 
 # ---------------------------------------------------------------------------- tables
@@ -91,6 +117,9 @@ def comparison_tables(frame: pd.DataFrame) -> dict[TableKey, pd.DataFrame]:
 def _groups(frame: pd.DataFrame) -> Iterable[tuple[TableKey, pd.DataFrame]]:
     """Split the long form by table key; missing key parts become "unknown" rather than vanish."""
     keys = frame[KEY_COLUMNS].astype(object).where(frame[KEY_COLUMNS].notna(), "unknown").astype(str)
+    other_pretrain = frame["pretrain_objective"].notna() & (frame["pretrain_objective"] != frame["objective"])
+    keys.loc[other_pretrain, "objective"] = (keys["objective"] + " on " + frame["pretrain_objective"].astype(str)
+                                             + "-pretrained")
     for key, group in frame.groupby([keys[c] for c in KEY_COLUMNS], sort=True):
         yield tuple(key), group  # type: ignore[misc]
 
@@ -185,11 +214,11 @@ def _seed_description(done: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------- markdown / latex
 
 
-def render_markdown(key: TableKey, table: pd.DataFrame, caption: str) -> str:
+def render_markdown(key: TableKey, table: pd.DataFrame, caption: str, heading: str = "###") -> str:
     """Heading, caption and a GitHub-flavoured markdown table (first column = row labels)."""
     header = [table.index.name or "method", *map(str, table.columns)]
     lines = [
-        f"### {' · '.join(map(str, key))}",
+        f"{heading} {' · '.join(map(str, key))}",
         "",
         caption,
         "",
@@ -303,13 +332,54 @@ def write_report(records: list[dict], out_dir: Path) -> str:
 
 def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path) -> str:
     table = _comparison_table(group)
+    costs = cost_table(group)
     markdown = render_markdown(key, table, table_caption(group))
+    if not costs.empty:
+        markdown += "\n\n" + render_markdown(key, costs, cost_caption(group), heading="#### cost:")
     stem = "_".join(_safe_name(part) for part in key)
     _write_text(out_dir / f"{stem}.md", markdown + "\n")
     _write_text(out_dir / f"{stem}.csv", table.to_csv())
+    _write_text(out_dir / f"{stem}_cost.csv", costs.to_csv())
     _write_text(out_dir / f"{stem}.tex", render_latex(table))
     _write_bytes(out_dir / f"{stem}.png", plot_png(key, group))
     return markdown
+
+
+def cost_table(group: pd.DataFrame) -> pd.DataFrame:
+    """Methods x sparsities: epochs, passes relative to HYDRA at the same sparsity, and seconds (seed means).
+
+    Cost is what a method spends beyond the shared pretrained model (see `method_cost`).
+    """
+    pruned = _pruned_runs(group)
+    pruned = pruned[(pruned["status"] == "done") & pruned["cost_passes"].notna()]
+    sparsities = sorted(pruned["sparsity_pct"].unique())
+    means = pruned.groupby(["label", "sparsity_pct"])[["cost_epochs", "cost_passes", "cost_seconds"]].mean()
+    rows = {}
+    for label in sorted(pruned["label"].unique()):
+        rows[label] = [_cost_cell(means, label, s) for s in sparsities]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[_percent_label(s) for s in sparsities],
+                                   dtype=object)
+    table.index.name = "method"
+    return table
+
+
+def _cost_cell(means: pd.DataFrame, label: str, sparsity: float) -> str:
+    if (label, sparsity) not in means.index:
+        return MISSING
+    epochs, passes, seconds = means.loc[(label, sparsity)]
+    if ("hydra", sparsity) in means.index:
+        relative = f"{passes / means.loc[('hydra', sparsity), 'cost_passes']:.2f}x HYDRA's passes"
+    else:
+        relative = f"{passes:.3g} passes"
+    return f"{epochs:.0f} ep, {relative}, {seconds:.0f} s"
+
+
+def cost_caption(group: pd.DataFrame) -> str:
+    dense = group[(group["method"] == DENSE) & group["cost_epochs"].notna()]
+    shared = (f"; the shared dense pretraining took {dense['cost_epochs'].mean():.0f} epochs, "
+              f"{dense['cost_seconds'].mean():.0f} s" if len(dense) else "")
+    return ("epochs, forward+backward passes and wall seconds of each method's own phases and finetune "
+            f"(mean over seeds){shared}")
 
 
 def failure_lines(frame: pd.DataFrame) -> list[str]:
