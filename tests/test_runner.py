@@ -146,3 +146,20 @@ def test_store_round_trips_and_keeps_full_precision(tmp_path):
     store.put(record)
     got = Store(tmp_path / "runs.db").get(cfg.key())
     assert got["metrics"]["clean_acc"] == 1 / 3 and got["pgd_acc"] == 2 / 7 and got["cost"] == {"x": 1.5}
+
+
+def test_zero_finetune_epochs_gives_the_mask_alone_and_pretrain_objective_keys_the_cache(env):
+    """HYDRA's experiment: prune a naturally pretrained network with a robust loss, no finetune."""
+    from tests.conftest import smoke_config as make
+
+    cfg = make(pretrain_objective="natural", **{"finetune.epochs": 0}).replace(method="lwm", sparsity=0.9)
+    assert cfg.effective_pretrain_objective == "natural" and cfg.objective == "trades"
+    record = runner.run_cell(cfg, env)
+    assert record["status"] == "done" and record["pretrain_objective"] == "natural"
+    assert record["cost"]["finetune"]["epochs"] == 0
+    pretrained = safe_load(runner.pretrained_dir(env, cfg) / "model.pt")
+    exported = safe_load(runner.run_dir(env, cfg) / "model.pt")
+    mask = safe_load(runner.run_dir(env, cfg) / "mask.pt")
+    for name, keep in mask.items():
+        assert torch.equal(exported[name], pretrained[name] * keep)
+    assert runner.pretrained_dir(env, cfg) != runner.pretrained_dir(env, cfg.replace(pretrain_objective=None))
