@@ -61,7 +61,7 @@ class RunConfig:
     trades_beta: float = 6.0
     # ADMM (Ye et al. 2019): its phase's optimiser and budget, and the augmented-Lagrangian schedule
     admm: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.01))
-    admm_rho: float = 1e-3
+    admm_rho: float = 1.0  # the `paper` preset uses Ye et al.'s 1e-3; see the README for why quick runs use 1
     admm_rho_growth: float = 1.3
     admm_interval: int = 1  # epochs between Z/U/rho updates
     # Lottery tickets: the retraining of each round, the fraction of survivors pruned per round, and the
@@ -80,7 +80,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        return content_key(non_default(self))
+        """Hash of the non-default settings that can affect this run (other methods' settings left out)."""
+        foreign = {name for method, names in METHOD_SETTINGS.items() if method != self.method for name in names}
+        return content_key({k: v for k, v in non_default(self).items() if k not in foreign})
 
     def pretrain_key(self) -> str:
         """Key of the dense pretrained model this run starts from: shared by all methods and sparsities."""
@@ -92,6 +94,14 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+# Settings that only one method reads: a change to them leaves every other method's cached runs valid.
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "hydra": ("prune",),
+    "admm": ("admm", "admm_rho", "admm_rho_growth", "admm_interval"),
+    "lottery": ("lottery", "lottery_rate", "lottery_rewind_epoch"),
+}
 
 
 def non_default(obj: Any, default: Any = None) -> dict[str, Any]:

@@ -64,6 +64,7 @@ def _paper(info: DatasetInfo) -> dict[str, Any]:
         "prune": {"epochs": 20, "lr": 0.1},
         "finetune": {"epochs": 100, "lr": 0.01},
         "admm": {"epochs": 20, "lr": 0.01},
+        "admm_rho": 1e-3,
         "lottery": {"epochs": 20, "lr": 0.1},
         "train_attack": {"steps": 10},
         "eval_attack": {"steps": 50, "restarts": 1},

@@ -163,3 +163,13 @@ def test_zero_finetune_epochs_gives_the_mask_alone_and_pretrain_objective_keys_t
     for name, keep in mask.items():
         assert torch.equal(exported[name], pretrained[name] * keep)
     assert runner.pretrained_dir(env, cfg) != runner.pretrained_dir(env, cfg.replace(pretrain_objective=None))
+
+
+def test_a_methods_own_settings_do_not_touch_other_methods_keys():
+    hydra = RunConfig(method="hydra", sparsity=0.9)
+    admm = RunConfig(method="admm", sparsity=0.9)
+    assert hydra.replace(admm_rho=5.0).key() == hydra.key()
+    assert admm.replace(admm_rho=5.0).key() != admm.key()
+    lwm = RunConfig(method="lwm", sparsity=0.9)
+    assert lwm.replace(prune=dataclasses.replace(lwm.prune, epochs=99)).key() == lwm.key()
+    assert hydra.replace(prune=dataclasses.replace(hydra.prune, epochs=99)).key() != hydra.key()
