@@ -193,7 +193,9 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
         pruner = build_pruner(cfg.method, cfg, workspace_dir(env, cfg), pretrained_dir(env, cfg))
         costs = []
         for phase in pruner.phases():
-            if pruner.restore(model, phase):
+            cached = pruner.restore(model, phase)
+            if cached is not None:  # shared with another target sparsity: it counts, it is not rerun
+                costs.append({"phase": phase.name, **cached, "shared": True})
                 continue
             pruner.prepare(model, phase)
             model.to(device)
@@ -205,9 +207,9 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
                 on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch),
                 extra_state=pruner)
             loader = train_loader(cfg, env, phase.settings.batch_size, rng)
-            cost = train.run_phase(model, loop_phase, loader, rng, device, progress)
-            pruner.finish_phase(model, phase)
-            costs.append({"phase": phase.name, **dataclasses.asdict(cost)})
+            cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
+            pruner.finish_phase(model, phase, cost)
+            costs.append({"phase": phase.name, **cost})
         mask = pruner.mask(model)
         pruner.release(model)
         mask.validate(model)

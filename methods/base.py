@@ -7,10 +7,10 @@ property 1). The runner drives a pruner like this:
 
     pruner = build_pruner(name, cfg, workspace, pretrained_dir)
     for phase in pruner.phases():
-        if pruner.restore(model, phase): continue        # a cached result (lottery rounds shared by targets)
+        if pruner.restore(model, phase) is not None: continue   # cached (lottery rounds shared by targets)
         pruner.prepare(model, phase)
         train with pruner.trainable / regularize / training_mask / on_epoch_end, checkpointing state_dict
-        pruner.finish_phase(model, phase)
+        pruner.finish_phase(model, phase, cost)
     mask = pruner.mask(model); pruner.release(model)
 """
 
@@ -72,9 +72,9 @@ class Pruner:
         """Training phases run before `mask` (the shared finetune is not one of them)."""
         return []
 
-    def restore(self, model: nn.Module, phase: Phase) -> bool:
-        """Load this phase's cached result into the model and return True, or return False to run it."""
-        return False
+    def restore(self, model: nn.Module, phase: Phase) -> dict[str, Any] | None:
+        """Load this phase's cached result into the model and return what it cost when it ran, or None to run it."""
+        return None
 
     def prepare(self, model: nn.Module, phase: Phase) -> None:
         """Install whatever the phase trains (HYDRA: importance scores)."""
@@ -93,8 +93,8 @@ class Pruner:
     def on_epoch_end(self, model: nn.Module, phase: Phase, epoch: int) -> None:
         pass
 
-    def finish_phase(self, model: nn.Module, phase: Phase) -> None:
-        """After the phase's last epoch (lottery: keep the round's result)."""
+    def finish_phase(self, model: nn.Module, phase: Phase, cost: dict[str, Any]) -> None:
+        """After the phase's last epoch, with what it cost (lottery: keep the round's result)."""
 
     def state_dict(self) -> dict[str, Any]:
         """Pruner state outside the model (ADMM's Z, U and rho), saved with every epoch checkpoint."""

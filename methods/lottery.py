@@ -64,14 +64,14 @@ class LotteryTicket(Pruner):
             return None
         return self.workspace / f"round{r + 1}_sparsity{self.sparsities[r]:.6f}.pt"
 
-    def restore(self, model: nn.Module, phase: Phase) -> bool:
+    def restore(self, model: nn.Module, phase: Phase) -> dict[str, Any] | None:
         path = self._round_file(self._round(phase))
         if path is None or not path.exists():
-            return False
+            return None
         state = safe_load(path)
         model.load_state_dict(state["model"])
         self.current = Mask(state["mask"]).to(next(model.parameters()).device)
-        return True
+        return state["cost"]
 
     def prepare(self, model: nn.Module, phase: Phase) -> None:
         """Prune the trained weights, then rewind the survivors (and BatchNorm) to the rewind point."""
@@ -91,10 +91,11 @@ class LotteryTicket(Pruner):
     def training_mask(self, model: nn.Module, phase: Phase) -> Mask | None:
         return self.current
 
-    def finish_phase(self, model: nn.Module, phase: Phase) -> None:
+    def finish_phase(self, model: nn.Module, phase: Phase, cost: dict[str, Any]) -> None:
         path = self._round_file(self._round(phase))
         if path is not None:
-            atomic_save({"model": model.state_dict(), "mask": {n: t.cpu() for n, t in self.current.items()}}, path)
+            mask = {n: t.cpu() for n, t in self.current.items()}
+            atomic_save({"model": model.state_dict(), "mask": mask, "cost": cost}, path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mask": {n: t.cpu() for n, t in self.current.items()}}

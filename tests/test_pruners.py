@@ -27,7 +27,7 @@ def run_pruner_phases(model, pruner):
     """The pruner's own phases without training: prepare and finish each, then take the mask."""
     for phase in pruner.phases():
         pruner.prepare(model, phase)
-        pruner.finish_phase(model, phase)
+        pruner.finish_phase(model, phase, {})
     return pruner.mask(model)
 
 
