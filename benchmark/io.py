@@ -19,6 +19,7 @@ def _atomic(path: Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -30,8 +31,12 @@ def atomic_save(obj: Any, path: Path) -> None:
     _atomic(Path(path), lambda tmp: torch.save(obj, tmp))
 
 
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    _atomic(Path(path), lambda tmp: Path(tmp).write_bytes(data))
+
+
 def atomic_write_text(text: str, path: Path) -> None:
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write_bytes(text.encode("utf-8"), path)
 
 
 def atomic_write_json(obj: Any, path: Path) -> None:

@@ -14,17 +14,16 @@ Conventions used throughout:
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import re
-import tempfile
 from collections.abc import Hashable, Iterable
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from benchmark.io import atomic_write_bytes
 
 COLUMNS = [
     "dataset",
@@ -341,7 +340,7 @@ def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path) -> str
     _write_text(out_dir / f"{stem}.csv", table.to_csv())
     _write_text(out_dir / f"{stem}_cost.csv", costs.to_csv())
     _write_text(out_dir / f"{stem}.tex", render_latex(table))
-    _write_bytes(out_dir / f"{stem}.png", plot_png(key, group))
+    atomic_write_bytes(plot_png(key, group), out_dir / f"{stem}.png")
     return markdown
 
 
@@ -403,18 +402,4 @@ def _safe_name(part: str) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    _write_bytes(path, text.encode("utf-8"))
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Atomic write: a temp file in the same folder, then ``os.replace`` (no partial files are seen)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(text.encode("utf-8"), path)
