@@ -123,7 +123,7 @@ def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], li
     from benchmark.models import ARCHS
     from benchmark.objectives import OBJECTIVES
     from benchmark.presets import PRESETS
-    from methods import METHODS
+    from methods import METHODS, build_pruner
     from methods.mask import check_sparsity
 
     info = DATASETS.get(options.get("data", "digits"))
@@ -148,7 +148,11 @@ def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], li
                     scope=scope, preset=preset.name)
     cfg = apply_overrides(cfg, preset.overrides(info), f"preset {preset.name}")
     cfg = apply_overrides(cfg, {k: v for k, v in options.items() if k not in GRID_KEYS}, "settings")
-    return resolve_attacks(cfg, info.eps, info.step_size), methods, sparsities, seeds
+    cfg = resolve_attacks(cfg, info.eps, info.step_size)
+    for name in methods:  # a pruner checks its own settings when built: fail now, not cell by cell
+        for sparsity in sparsities:
+            build_pruner(name, cfg.replace(method=name, sparsity=sparsity))
+    return cfg, methods, sparsities, seeds
 
 
 def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:

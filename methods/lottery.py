@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmark.config import RunConfig
 from benchmark.errors import UserError
 from benchmark.io import atomic_save, safe_load
 from methods.base import Phase, Pruner, Taxonomy, register_method
@@ -48,7 +49,7 @@ class LotteryTicket(Pruner):
     taxonomy = Taxonomy("after training", "iterative", "unstructured", "local or global",
                         "weight magnitude, with rewinding")
 
-    def __init__(self, cfg: Any, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
+    def __init__(self, cfg: RunConfig, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
         super().__init__(cfg, workspace, pretrained_dir)
         self.current: Mask | None = None
         self.sparsities = round_sparsities(cfg.sparsity, cfg.lottery_rate)

@@ -35,6 +35,7 @@ def test_module_entry_point_runs():
     (["run", "--sparsity", "ninety"], "sparsities must be floats"),
     (["run", "--set", "pretrain.epoch=3"], "unknown setting 'pretrain.epoch'"),
     (["run", "--set", "pretrain.epochs=many"], "needs a int"),
+    (["run", "--methods", "lottery", "--set", "lottery_rate=1.5"], "lottery_rate must be in (0, 1)"),
     (["run", "--scope", "nope"], "invalid choice"),
     (["run", "--data", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent"),
     (["run", "--data", "digits", "--arch", "vgg16_bn"], "does not support input size 8x8"),
