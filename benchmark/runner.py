@@ -210,7 +210,7 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
             cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
             pruner.finish_phase(model, phase, cost)
             costs.append({"phase": phase.name, **cost})
-        mask = pruner.mask(model)
+        mask = pruner.mask(model).to(device)  # a pruner may build it elsewhere (random draws on the CPU)
         pruner.release(model)
         mask.validate(model)
         mask.apply_(model)

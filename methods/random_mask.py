@@ -1,7 +1,8 @@
 """Random pruning: a uniformly random mask per layer (or global), then the shared finetune.
 
 The floor every method must beat. Scores come from torch's global generator, which the runner seeds with
-the run's seed before a pruner runs, so the mask is reproducible and differs between seeds.
+the run's seed before a pruner runs, so the mask is reproducible and differs between seeds. The draws are
+made on the CPU, so the same seed gives the same mask on every device.
 """
 
 import torch
