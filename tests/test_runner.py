@@ -10,6 +10,7 @@ import torch
 from benchmark import runner, train
 from benchmark.config import RunConfig, content_key, non_default
 from benchmark.io import safe_load
+from methods import METHODS
 from results.store import Store
 from tests.conftest import smoke_config
 
@@ -84,6 +85,46 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupte
     b = safe_load(runner.run_dir(reference_env, cfg) / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not list(runner.run_dir(env, cfg).glob("*.ckpt.pt"))
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_killed_inside_its_own_phase_resumes_exactly(method, tmp_path, monkeypatch):
+    """Killed in the second epoch of the method's last own phase (finetune if it has none): the resumed run
+    ends with the very weights of an uninterrupted one, so pruner state (ADMM's Z, U, rho) is checkpointed."""
+    two = {f"{name}.epochs": 2 for name in ("prune", "admm", "lottery", "finetune")}
+    cfg = smoke_config(**two).replace(method=method, sparsity=0.9)
+    reference_env = runner.Environment(out=tmp_path / "reference", quiet=True)
+    phases = count_phases(monkeypatch)
+    reference = runner.run_cell(cfg, reference_env)
+    own = [p for p in phases if p not in ("pretrain", "finetune")]
+    target = own[-1] if own else "finetune"
+    steps_per_epoch = -(-cfg.train_examples // 32)
+    monkeypatch.undo()
+
+    real = train.run_phase
+
+    def kill_in_second_epoch(model, phase, *args, **kwargs):
+        if phase.name == target:
+            seen = []
+
+            def maybe_kill(_model):
+                seen.append(1)
+                if len(seen) == steps_per_epoch + 2:
+                    raise Killed
+
+            phase.step_callbacks.append(maybe_kill)
+        return real(model, phase, *args, **kwargs)
+
+    env = runner.Environment(out=tmp_path / "killed", quiet=True)
+    monkeypatch.setattr(runner.train, "run_phase", kill_in_second_epoch)
+    with pytest.raises(Killed):
+        runner.run_cell(cfg, env)
+    monkeypatch.undo()
+    resumed = runner.run_cell(cfg, env)
+    assert resumed["metrics"] == reference["metrics"]
+    a = safe_load(runner.run_dir(env, cfg) / "model.pt")
+    b = safe_load(runner.run_dir(reference_env, cfg) / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_keys_ignore_defaults_and_survive_a_new_defaulted_field():
