@@ -84,13 +84,16 @@ class RunConfig:
         foreign = {name for method, names in METHOD_SETTINGS.items() if method != self.method for name in names}
         return content_key({k: v for k, v in non_default(self).items() if k not in foreign})
 
-    def pretrain_key(self) -> str:
-        """Key of the dense pretrained model this run starts from: shared by all methods and sparsities."""
+    def pretrain_settings(self) -> dict[str, Any]:
+        """What the dense pretrained model depends on: shared by all methods and sparsities."""
         d = self.to_dict()
         shared = {k: d[k] for k in ("dataset", "arch", "seed", "pretrain", "train_attack", "trades_beta",
                                      "train_examples")}
         shared["objective"] = self.effective_pretrain_objective
-        return content_key(shared)
+        return shared
+
+    def pretrain_key(self) -> str:
+        return content_key(self.pretrain_settings())
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)

@@ -121,7 +121,7 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
     rng = seed_everything(cfg.seed)
     model = new_model(cfg).to(device)
     loader = train_loader(cfg, env, cfg.pretrain.batch_size, rng)
-    atomic_write_json(cfg.to_dict(), folder / "config.json")
+    atomic_write_json(cfg.pretrain_settings(), folder / "config.json")
     if not (folder / "epoch_0.pt").exists():
         atomic_save(model.state_dict(), folder / "epoch_0.pt")
 
