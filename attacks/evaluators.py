@@ -29,7 +29,7 @@ def clean_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Ten
 def pgd_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
     """l-inf PGD robust accuracy (eval_attack: steps, step size, restarts; worst case over restarts)"""
     a = cfg.eval_attack
-    return pgd_robust(model, x, y, a.eps, a.step_size, a.steps, a.restarts)
+    return pgd_robust(model, x, y, a.eps, a.step_size, a.steps, a.restarts, a.norm, a.loss, a.targeted)
 
 
 METRIC_NAMES = {"clean": "clean_acc", "pgd": "pgd_acc"}
@@ -52,4 +52,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], cfg: Ru
 def describe(cfg: RunConfig, examples: int) -> str:
     a = cfg.eval_attack
     restarts = f" x {a.restarts} restarts" if a.restarts > 1 else ""
-    return f"l-inf PGD-{a.steps}{restarts}, eps {a.eps:.4g}, step {a.step_size:.4g}, {examples} test examples"
+    loss = "" if a.loss == "ce" and not a.targeted else f" ({'targeted ' if a.targeted else ''}{a.loss} loss)"
+    norm = "l-inf" if a.norm == "linf" else a.norm
+    return (f"{norm} PGD-{a.steps}{restarts}{loss}, eps {a.eps:.4g}, step {a.step_size:.4g}, "
+            f"{examples} test examples")

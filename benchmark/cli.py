@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from attacks.pgd import LOSSES, NORMS
 from benchmark.config import RunConfig, apply_overrides
 from benchmark.errors import UserError
 from benchmark.registry import Registry
@@ -156,16 +158,21 @@ def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], li
 
 
 def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:
-    """Fill the dataset's eps where the config leaves it open. Evaluation steps default to 2.5 eps / steps."""
-    train_attack = cfg.train_attack
-    train_eps = train_attack.eps if train_attack.eps is not None else eps
-    train_attack = type(train_attack)(eps=train_eps, step_size=train_attack.step_size or train_step * train_eps / eps,
-                                      steps=train_attack.steps, restarts=train_attack.restarts)
+    """Fill the dataset's l-inf eps where the config leaves it open. Evaluation steps default to 2.5 eps / steps."""
+    train = cfg.train_attack
+    if train.norm != "linf" or train.loss != "ce" or train.targeted:
+        raise UserError("train_attack is l-inf with the objective's own loss; norm, loss and targeted are "
+                        "eval_attack settings")
+    train_eps = train.eps if train.eps is not None else eps
+    train = dataclasses.replace(train, eps=train_eps, step_size=train.step_size or train_step * train_eps / eps)
     ev = cfg.eval_attack
+    if ev.norm not in NORMS or ev.loss not in LOSSES:
+        raise UserError(f"eval_attack: norm must be one of {', '.join(NORMS)} and loss one of {', '.join(LOSSES)}")
+    if ev.eps is None and ev.norm != "linf":
+        raise UserError("an l2 evaluation needs its radius: --set eval_attack.eps=...")
     eval_eps = ev.eps if ev.eps is not None else eps
-    eval_attack = type(ev)(eps=eval_eps, step_size=ev.step_size or 2.5 * eval_eps / max(ev.steps, 1),
-                           steps=ev.steps, restarts=ev.restarts)
-    return cfg.replace(train_attack=train_attack, eval_attack=eval_attack)
+    ev = dataclasses.replace(ev, eps=eval_eps, step_size=ev.step_size or 2.5 * eval_eps / max(ev.steps, 1))
+    return cfg.replace(train_attack=train, eval_attack=ev)
 
 
 def pick_device(choice: str) -> str:

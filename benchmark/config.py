@@ -31,12 +31,18 @@ class TrainSettings:
 
 @dataclass
 class AttackSettings:
-    """l-inf PGD. eps and step_size are pixel units; None means the dataset's default."""
+    """PGD. eps and step_size are pixel units; None means the dataset's default (l-inf).
+
+    Training attacks are l-inf with the objective's own loss; norm, loss and targeted are evaluation options.
+    """
 
     eps: float | None = None
     step_size: float | None = None
     steps: int = 10
     restarts: int = 1
+    norm: str = "linf"  # linf | l2
+    loss: str = "ce"  # ce | margin | dlr
+    targeted: bool = False  # towards the most likely wrong class of the clean input
 
 
 @dataclass

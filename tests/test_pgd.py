@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from attacks.pgd import cross_entropy_loss, pgd_linf, pgd_robust, predict
+from attacks.pgd import LOSSES, NORMS, attack_loss, cross_entropy_loss, pgd, pgd_linf, pgd_robust, predict
 from benchmark.objectives import OBJECTIVES, build_objective
 from tests.conftest import smoke_config
 
@@ -60,3 +60,59 @@ def test_every_objective_gives_a_finite_differentiable_loss(name, tiny_model, di
     loss.backward()
     assert tiny_model.training
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_model.parameters())
+
+
+@pytest.mark.parametrize("eps", [0.5, 2.0])
+def test_l2_perturbation_stays_in_the_ball_and_in_pixel_range(trained_digits_model, digits_batch, eps):
+    x, y = digits_batch
+    x_adv = pgd(trained_digits_model, x, cross_entropy_loss(y), eps, eps / 4, 10, norm="l2")
+    assert (x_adv - x).flatten(1).norm(dim=1).max() <= eps + 1e-5
+    assert x_adv.min() >= 0 and x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("targeted", [False, True])
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_loss_norm_and_target_mode_attacks_for_real(trained_digits_model, digits_batch, loss, targeted, norm):
+    x, y = digits_batch
+    eps = 0.2 if norm == "linf" else 1.5
+    clean = predict(trained_digits_model, x) == y
+    robust = pgd_robust(trained_digits_model, x, y, eps, eps / 4, 10, restarts=1, norm=norm, loss=loss,
+                        targeted=targeted)
+    assert torch.all(robust <= clean)
+    assert robust.float().mean() < clean.float().mean() - 0.2
+
+
+def test_margin_and_dlr_losses_are_positive_exactly_when_misclassified():
+    logits = torch.tensor([[3.0, 1.0, 0.0, -1.0], [0.0, 2.0, 1.0, -1.0]])
+    y = torch.tensor([0, 0])
+    per_example = [attack_loss(name, y[i:i + 1])(logits[i:i + 1]) for name in ("margin", "dlr") for i in range(2)]
+    assert per_example[0] < 0 and per_example[1] > 0 and per_example[2] < 0 and per_example[3] > 0
+    assert attack_loss("dlr", y[:1])(logits[:1]).item() == pytest.approx((1.0 - 3.0) / (3.0 - 0.0))
+
+
+torchattacks = pytest.importorskip("torchattacks")
+
+
+def test_our_pgd_is_at_least_as_strong_as_torchattacks(trained_digits_model):
+    """Same settings (l-inf, CE, eps 0.1, 10 steps of 0.025) on the 360 digits test images."""
+    from benchmark.datasets import DATASETS, load_dataset
+
+    _, test = load_dataset(DATASETS.get("digits"), None, False)
+    x, y = test.tensors
+    model = trained_digits_model
+    torch.manual_seed(0)
+    theirs_fixed = predict(model, torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10, random_start=False)(x, y))
+    ours_fixed = predict(model, pgd(model, x, cross_entropy_loss(y), 0.1, 0.025, 10, start="none"))
+    assert torch.equal(ours_fixed == y, theirs_fixed == y)  # without random starts: the same attack
+
+    theirs, ours = [], []
+    for seed in range(5):  # one random start each: compare means, the luck of a single start is +-1.5%
+        torch.manual_seed(seed)
+        theirs.append((predict(model, torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10)(x, y)) == y).float())
+        torch.manual_seed(seed)
+        ours.append(pgd_robust(model, x, y, 0.1, 0.025, 10, restarts=1).float())
+    theirs_mean = torch.stack(theirs).mean()
+    assert torch.stack(ours).mean() <= theirs_mean + 1 / len(y)
+    ours_restarts = pgd_robust(model, x, y, 0.1, 0.025, 10, restarts=5).float().mean()
+    assert ours_restarts <= min(t.mean() for t in theirs)  # worst case over restarts beats any single run
