@@ -60,6 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="print the grid and what is done; run nothing")
     run.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
+    ev = sub.add_parser("eval", help="evaluate a checkpoint rpbench did not train, into the same store and tables",
+                        description="Evaluate a state_dict that fits a registered architecture (strict loading, "
+                                    "weights_only): rpbench's export, or a plain torchvision-style state_dict.")
+    ev.add_argument("--checkpoint", type=Path, required=True, help="the state_dict file")
+    ev.add_argument("--arch", required=True, help="registered architecture it fits")
+    ev.add_argument("--data", required=True, help="dataset to evaluate on")
+    ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
+    ev.add_argument("--eval", nargs="+", default=["clean", "pgd"], help="evaluators (default: clean pgd)")
+    ev.add_argument("--preset", help="evaluation budget: smoke | quick | paper (default: quick)")
+    ev.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set eval_attack.restarts=5")
+    ev.add_argument("--out", type=Path, default=Path("runs"), help="store and report folder (default: ./runs)")
+    ev.add_argument("--data-dir", type=Path, help="where the dataset is")
+    ev.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.add_argument("--quiet", action="store_true", help="no status lines")
+
     lister = sub.add_parser("list", help="list what is registered",
                             description="List registered methods, datasets, archs, objectives or presets.")
     lister.add_argument("what", nargs="?", default="all",
@@ -74,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report}[args.command](args)
+        return {"run": cmd_run, "eval": cmd_eval, "list": cmd_list, "report": cmd_report}[args.command](args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -98,12 +115,19 @@ def grid_options(args: argparse.Namespace) -> dict[str, Any]:
              "pretrain_objective": args.pretrain_objective, "sparsity": _split(args.sparsity),
              "seeds": _split(args.seeds), "scope": args.scope, "preset": args.preset}
     options.update({k: v for k, v in flags.items() if v not in (None, [])})
-    for item in args.settings:
+    options.update(parse_settings(args.settings))
+    return options
+
+
+def parse_settings(items: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` items; values are read as YAML scalars (numbers, booleans, null, strings)."""
+    settings = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set needs KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
+        settings[key.strip()] = yaml.safe_load(value)
+    return settings
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -203,6 +227,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     runner.check_inputs(base, env)
     records = runner.run_grid(cells, env, store)
     print(write_report(records, args.out / "report"))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from attacks.evaluators import EVALUATORS
+    from benchmark import runner
+    from benchmark.external import evaluate_checkpoint
+    from results.report import write_report
+    from results.store import Store
+
+    if not args.checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {args.checkpoint}")
+    evaluators = _split(args.eval)
+    for name in evaluators:
+        EVALUATORS.get(name)
+    options = {"data": args.data, "arch": args.arch, "preset": args.preset or "quick", "methods": [],
+               **parse_settings(args.settings)}
+    cfg, _, _, _ = plan(options)
+    env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
+                             download=args.download, quiet=args.quiet)
+    runner.check_inputs(cfg, env)
+    store = Store(args.out / "runs.db")
+    record = evaluate_checkpoint(args.checkpoint, cfg, env, evaluators, args.name or args.checkpoint.stem)
+    store.put(record)
+    same_table = [r for r in store.all() if (r["dataset"], r["arch"], r["objective"]) ==
+                  (record["dataset"], record["arch"], record["objective"])]
+    print(write_report(same_table, args.out / "report"))
     return 0
 
 

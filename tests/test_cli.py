@@ -11,7 +11,7 @@ from benchmark.cli import main
 from methods import METHODS
 
 
-@pytest.mark.parametrize("argv", [[], ["run"], ["list"], ["report"]])
+@pytest.mark.parametrize("argv", [[], ["run"], ["eval"], ["list"], ["report"]])
 def test_every_subcommand_has_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--help"])

@@ -1,0 +1,69 @@
+"""`benchmark eval`: checkpoints rpbench did not train, in our layout or torchvision's, strict and safe."""
+
+import pytest
+import torch
+
+from benchmark import runner
+from benchmark.cli import main
+from benchmark.external import load_external
+from results.store import Store
+from tests.conftest import smoke_config
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A pruned model exported by a smoke run, and its record."""
+    out = tmp_path_factory.mktemp("export")
+    env = runner.Environment(out=out, quiet=True)
+    cfg = smoke_config().replace(method="lwm", sparsity=0.9)
+    record = runner.run_grid([cfg], env, Store(out / "runs.db"))[0]
+    return runner.run_dir(env, cfg) / "model.pt", record
+
+
+def eval_argv(path, out, *extra):
+    return ["eval", "--checkpoint", str(path), "--arch", "cnn-small", "--data", "digits", "--preset", "smoke",
+            "--out", str(out), "--quiet", *extra]
+
+
+def test_an_exported_checkpoint_evaluates_like_its_run(exported, tmp_path, capsys):
+    path, record = exported
+    assert main(eval_argv(path, tmp_path, "--name", "ours")) == 0
+    assert "### digits · cnn-small · external" in capsys.readouterr().out
+    (stored,) = Store(tmp_path / "runs.db").all()
+    assert stored["method"] == "ours" and stored["clean_acc"] == record["clean_acc"]
+    assert stored["sparsity_actual"] == pytest.approx(record["sparsity_actual"], abs=1e-6)
+    assert main(eval_argv(path, tmp_path, "--name", "ours")) == 0  # same file, same settings: same key
+    assert len(Store(tmp_path / "runs.db").all()) == 1
+
+
+def test_a_torchvision_style_body_state_dict_loads_and_computes_the_same(exported, tmp_path, digits_batch):
+    path, _ = exported
+    ours = runner.new_model(smoke_config())
+    ours.load_state_dict(torch.load(path, weights_only=True))
+    body = torch.nn.Sequential(*list(ours)[1:])  # what a paper's code saves: no normalisation layer, keys from 0
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in body.state_dict().items()}, "epoch": 7}
+    torch.save(wrapped, tmp_path / "paper.pth")
+    loaded = load_external(tmp_path / "paper.pth", smoke_config())
+    x, _ = digits_batch
+    assert torch.equal(loaded.eval()(x), ours.eval()(x))
+
+
+@pytest.mark.parametrize("problem", ["wrong-arch", "corrupt", "missing", "evaluator"])
+def test_bad_checkpoints_give_one_line_naming_the_file(exported, tmp_path, capsys, problem):
+    path, _ = exported
+    argv = eval_argv(path, tmp_path)
+    if problem == "wrong-arch":
+        argv[argv.index("cnn-small")] = "cnn-large"
+    elif problem == "corrupt":
+        path = tmp_path / "broken.pt"
+        path.write_bytes(b"\x80 not a checkpoint")
+        argv = eval_argv(path, tmp_path)
+    elif problem == "missing":
+        path = tmp_path / "nowhere.pt"
+        argv = eval_argv(path, tmp_path)
+    else:
+        argv += ["--eval", "nope"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert (str(path) in err) if problem != "evaluator" else ("unknown evaluator 'nope'" in err)
