@@ -49,16 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scope", choices=["layer", "global"], help="same sparsity per layer, or one global threshold")
     run.add_argument("--preset", help="smoke | quick | paper (default: quick)")
     run.add_argument("--config", type=Path, help="YAML file with any of these options and any setting")
-    run.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one setting, e.g. --set pretrain.epochs=5 (repeatable)")
-    run.add_argument("--out", type=Path, default=Path("runs"), help="store and run folders (default: ./runs)")
-    run.add_argument("--data-dir", type=Path, help="where datasets are (or are downloaded to)")
-    run.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    _add_shared_options(run)
     run.add_argument("--workers", type=int, default=0,
                      help="data-loading worker processes (for augmented image datasets on a GPU; default 0)")
     run.add_argument("--dry-run", action="store_true", help="print the grid and what is done; run nothing")
-    run.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint rpbench did not train, into the same store and tables",
                         description="Evaluate a state_dict that fits a registered architecture (strict loading, "
@@ -69,13 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
     ev.add_argument("--eval", nargs="+", default=["clean", "pgd"], help="evaluators (default: clean pgd)")
     ev.add_argument("--preset", help="evaluation budget: smoke | quick | paper (default: quick)")
-    ev.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a setting, e.g. --set eval_attack.restarts=5")
-    ev.add_argument("--out", type=Path, default=Path("runs"), help="store and report folder (default: ./runs)")
-    ev.add_argument("--data-dir", type=Path, help="where the dataset is")
-    ev.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ev.add_argument("--quiet", action="store_true", help="no status lines")
+    _add_shared_options(ev)
 
     lister = sub.add_parser("list", help="list what is registered",
                             description="List registered methods, datasets, archs, objectives or presets.")
@@ -86,6 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Rebuild tables (Markdown, CSV, LaTeX), plots and results.csv from --out.")
     report.add_argument("--out", type=Path, default=Path("runs"), help="the folder given to `run --out`")
     return parser
+
+
+def _add_shared_options(parser: argparse.ArgumentParser) -> None:
+    """Options `run` and `eval` share: settings, where results and data are, the device, verbosity."""
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set pretrain.epochs=5 (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="store and run folders (default: ./runs)")
+    parser.add_argument("--data-dir", type=Path, help="where datasets are (or are downloaded to)")
+    parser.add_argument("--download", action="store_true", help="download the dataset if it is not found")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,25 @@ def grid(methods=("hydra", "lwm"), sparsities=(0.9,)):
     return runner.expand_grid(smoke_config(), methods, sparsities, [0])
 
 
+def kill_during(monkeypatch, phase_name: str, at_step: int) -> None:
+    """Make the next run of `phase_name` die (as if killed) at its `at_step`-th optimizer step."""
+    real = train.run_phase
+
+    def run_phase_then_die(model, phase, *args, **kwargs):
+        if phase.name == phase_name:
+            seen = []
+
+            def maybe_kill(_model):
+                seen.append(1)
+                if len(seen) == at_step:
+                    raise Killed
+
+            phase.step_callbacks.append(maybe_kill)
+        return real(model, phase, *args, **kwargs)
+
+    monkeypatch.setattr(runner.train, "run_phase", run_phase_then_die)
+
+
 def count_phases(monkeypatch) -> list[str]:
     names: list[str] = []
     real = train.run_phase
@@ -56,21 +75,7 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupte
 
     env = runner.Environment(out=tmp_path / "killed", quiet=True)
     steps_per_epoch = -(-cfg.train_examples // cfg.finetune.batch_size)
-    real = train.run_phase
-
-    def kill_in_second_finetune_epoch(model, phase, *args, **kwargs):
-        if phase.name == "finetune":
-            seen = []
-
-            def maybe_kill(_model):
-                seen.append(1)
-                if len(seen) == steps_per_epoch + 2:
-                    raise Killed
-
-            phase.step_callbacks.append(maybe_kill)
-        return real(model, phase, *args, **kwargs)
-
-    monkeypatch.setattr(runner.train, "run_phase", kill_in_second_finetune_epoch)
+    kill_during(monkeypatch, "finetune", at_step=steps_per_epoch + 2)
     with pytest.raises(Killed):
         runner.run_cell(cfg, env)
     assert safe_load(runner.run_dir(env, cfg) / "finetune.ckpt.pt")["epoch"] == 1
@@ -101,22 +106,8 @@ def test_every_method_killed_inside_its_own_phase_resumes_exactly(method, tmp_pa
     steps_per_epoch = -(-cfg.train_examples // 32)
     monkeypatch.undo()
 
-    real = train.run_phase
-
-    def kill_in_second_epoch(model, phase, *args, **kwargs):
-        if phase.name == target:
-            seen = []
-
-            def maybe_kill(_model):
-                seen.append(1)
-                if len(seen) == steps_per_epoch + 2:
-                    raise Killed
-
-            phase.step_callbacks.append(maybe_kill)
-        return real(model, phase, *args, **kwargs)
-
     env = runner.Environment(out=tmp_path / "killed", quiet=True)
-    monkeypatch.setattr(runner.train, "run_phase", kill_in_second_epoch)
+    kill_during(monkeypatch, target, at_step=steps_per_epoch + 2)
     with pytest.raises(Killed):
         runner.run_cell(cfg, env)
     monkeypatch.undo()
