@@ -78,10 +78,10 @@ def _l2(t: Tensor) -> Tensor:
 
 def _project(x_adv: Tensor, x: Tensor, eps: float, norm: str) -> Tensor:
     """Into the ball, then into [0, 1] (clipping only moves coordinates towards x, so it stays in the ball)."""
-    delta = x_adv - x
     if norm == "l2":
+        delta = x_adv - x
         return (x + delta * (eps / _l2(delta).clamp_min(1e-12)).clamp(max=1.0)).clamp_(0.0, 1.0)
-    return (x + delta.clamp(-eps, eps)).clamp_(0.0, 1.0)
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
 def cross_entropy_loss(y: Tensor) -> LossFn:
