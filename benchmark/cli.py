@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--arch", required=True, help="registered architecture it fits")
     ev.add_argument("--data", required=True, help="dataset to evaluate on")
     ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
-    ev.add_argument("--eval", nargs="+", default=["clean", "pgd"], help="evaluators (default: clean pgd)")
+    ev.add_argument("--eval", nargs="+", default=["clean", "pgd"],
+                    help="evaluators, also torchattacks:<Attack> for any torchattacks attack (default: clean pgd)")
     ev.add_argument("--preset", help="evaluation budget: smoke | quick | paper (default: quick)")
     _add_shared_options(ev)
 
@@ -230,7 +231,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from attacks.evaluators import EVALUATORS
+    from attacks.evaluators import get_evaluator
     from benchmark import runner
     from benchmark.external import evaluate_checkpoint
     from results.report import write_report
@@ -240,7 +241,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError(f"checkpoint not found: {args.checkpoint}")
     evaluators = _split(args.eval)
     for name in evaluators:
-        EVALUATORS.get(name)
+        get_evaluator(name)
     options = {"data": args.data, "arch": args.arch, "preset": args.preset or "quick", "methods": [],
                **parse_settings(args.settings)}
     cfg, _, _, _ = plan(options)

@@ -67,3 +67,26 @@ def test_bad_checkpoints_give_one_line_naming_the_file(exported, tmp_path, capsy
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
     assert (str(path) in err) if problem != "evaluator" else ("unknown evaluator 'nope'" in err)
+
+
+def test_any_torchattacks_attack_is_an_evaluator(trained_digits_model, digits_batch):
+    pytest.importorskip("torchattacks")
+    from attacks.evaluators import evaluate, get_evaluator
+    from benchmark.errors import UserError
+
+    cfg = smoke_config()
+    metrics = evaluate(trained_digits_model, [digits_batch], cfg, torch.device("cpu"),
+                       ["clean", "torchattacks:FGSM", "torchattacks:PGD"])
+    assert set(metrics) == {"clean_acc", "ta_fgsm_acc", "ta_pgd_acc"}
+    assert metrics["ta_pgd_acc"] <= metrics["ta_fgsm_acc"] + 0.05 and metrics["ta_fgsm_acc"] < metrics["clean_acc"]
+    assert trained_digits_model.training is False
+    with pytest.raises(UserError, match="no attack 'Nope'"):
+        get_evaluator("torchattacks:Nope")
+
+
+def test_eval_command_takes_torchattacks_evaluators(exported, tmp_path, capsys):
+    pytest.importorskip("torchattacks")
+    path, _ = exported
+    assert main(eval_argv(path, tmp_path, "--eval", "clean", "pgd", "torchattacks:FGSM")) == 0
+    (stored,) = Store(tmp_path / "runs.db").all()
+    assert stored["metrics"]["ta_fgsm_acc"] <= stored["metrics"]["clean_acc"]
