@@ -16,12 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from attacks.evaluators import describe, evaluate
 from benchmark.config import RunConfig, content_key, non_default
-from benchmark.datasets import make_loader
 from benchmark.errors import UserError
 from benchmark.io import safe_load
-from benchmark.runner import Environment, data_for, new_model, record_for
+from benchmark.progress import Progress
+from benchmark.runner import Environment, evaluate_on_test, new_model, record_for
 from methods.mask import prunable_weights
 
 EXTERNAL = "external"
@@ -67,12 +66,10 @@ def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, evaluators
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     sparsity = zeros / sum(w.numel() for w in weights.values())
     began = time.perf_counter()
-    _, eval_set = data_for(cfg, env)
-    batches = make_loader(eval_set, 256, shuffle=False)
-    metrics = evaluate(model, batches, cfg, torch.device(env.device), evaluators)
+    metrics, eval_desc = evaluate_on_test(model, cfg, env, Progress(env.quiet), evaluators)
     cfg = cfg.replace(method=name, objective=EXTERNAL, sparsity=round(sparsity, 4))
     record = record_for(cfg, env, status="done", metrics=metrics, sparsity_actual=sparsity,
-                        cost={"eval_seconds": time.perf_counter() - began}, eval_desc=describe(cfg, len(eval_set)))
+                        cost={"eval_seconds": time.perf_counter() - began}, eval_desc=eval_desc)
     record["key"] = content_key({"checkpoint": checkpoint_digest(path), "evaluators": evaluators,
                                  **non_default(cfg)})
     return record

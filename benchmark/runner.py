@@ -168,15 +168,22 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     atomic_save(export_state(model, mask), folder / "model.pt")
 
     began = time.perf_counter()
-    _, eval_set = data_for(cfg, env)
-    eval_batches = make_loader(eval_set, 256, shuffle=False)
-    metrics = evaluate(model, progress.track(eval_batches, len(eval_batches), "eval"), cfg, device)
+    metrics, eval_desc = evaluate_on_test(model, cfg, env, progress)
     cost["eval_seconds"] = time.perf_counter() - began
     cost["cell_seconds"] = time.perf_counter() - started
     for stale in folder.glob("*.ckpt.pt"):
         stale.unlink()
     return record_for(cfg, env, status="done", metrics=metrics, cost=cost, sparsity_actual=mask.sparsity(),
-                      eval_desc=describe(cfg, len(eval_set)))
+                      eval_desc=eval_desc)
+
+
+def evaluate_on_test(model: nn.Module, cfg: RunConfig, env: Environment, progress: Progress,
+                     names: Iterable[str] = ("clean", "pgd")) -> tuple[dict[str, float], str]:
+    """The evaluators' accuracies on the config's evaluation examples, and a one-line description."""
+    _, eval_set = data_for(cfg, env)
+    batches = make_loader(eval_set, 256, shuffle=False)
+    metrics = evaluate(model, progress.track(batches, len(batches), "eval"), cfg, torch.device(env.device), names)
+    return metrics, describe(cfg, len(eval_set))
 
 
 def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, device: torch.device,
