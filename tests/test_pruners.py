@@ -23,12 +23,17 @@ def pruner_for(method, cfg, model, env):
     return build_pruner(method, cfg, env.out / "workspace", pretrained)
 
 
-def run_pruner_phases(model, pruner):
-    """The pruner's own phases without training: prepare and finish each, then take the mask."""
+def pruned_without_training(cfg, env):
+    """A fresh model through the pruner's own phases without training; returns (released model, mask)."""
+    torch.manual_seed(0)
+    model = new_model(cfg)
+    pruner = pruner_for(cfg.method, cfg, model, env)
     for phase in pruner.phases():
         pruner.prepare(model, phase)
         pruner.finish_phase(model, phase, {})
-    return pruner.mask(model)
+    mask = pruner.mask(model)
+    pruner.release(model)
+    return model, mask
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -36,11 +41,7 @@ def run_pruner_phases(model, pruner):
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
 def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
     cfg = smoke_config(scope=scope).replace(method=method, sparsity=sparsity)
-    torch.manual_seed(0)
-    model = new_model(cfg)
-    pruner = pruner_for(method, cfg, model, env)
-    mask = run_pruner_phases(model, pruner)
-    pruner.release(model)
+    model, mask = pruned_without_training(cfg, env)
     mask.validate(model)
     if scope == "layer":
         for name, keep in mask.items():
@@ -52,11 +53,7 @@ def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits_batch):
     cfg = smoke_config().replace(method=method, sparsity=0.9)
-    torch.manual_seed(0)
-    model = new_model(cfg)
-    pruner = pruner_for(method, cfg, model, env)
-    mask = run_pruner_phases(model, pruner)
-    pruner.release(model)
+    model, mask = pruned_without_training(cfg, env)
     mask.apply_(model)
     plain = new_model(cfg)
     plain.load_state_dict(export_state(model, mask), strict=True)
