@@ -1,38 +1,89 @@
 """Evaluators: measure a trained model on a fixed set of test examples, per example.
 
-Each evaluator returns one boolean per example (correct / robust), so metrics are fractions of the same
-examples and a later report can take the worst case over evaluators.
+An evaluator maps a batch (x, y) to the point it classifies for each example: x itself for `clean`, the
+adversarial point an attack found (x where it found none) otherwise. `outcome` turns that into per-example
+results, robust or not and the size of the perturbation that broke the example, so a report can take the
+worst case over evaluators and read off the smallest perturbation found.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attacks.pgd import eval_mode, pgd_robust, predict
+from attacks.autoattack import autoattack, parse_version
+from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
 from benchmark.config import RunConfig
 from benchmark.errors import UserError
 from benchmark.registry import Registry
 
-Evaluator = Callable[[nn.Module, Tensor, Tensor, RunConfig], Tensor]
+Attack = Callable[[nn.Module, Tensor, Tensor, RunConfig], Tensor]
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    """attack: (model, x, y, cfg) -> the points to classify. settings: what its result depends on, for its key."""
+
+    attack: Attack
+    description: str
+    settings: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
+    is_attack: bool = True
+
+
+@dataclass
+class Outcome:
+    """Per example: still classified correctly, and the norm of the perturbation that broke it (0 where the
+    clean input is already wrong, NaN where the example is robust)."""
+
+    robust: Tensor
+    distance: Tensor
+
+
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
 
 
-@EVALUATORS.register("clean")
-def clean_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
-    """clean accuracy: the prediction on the unperturbed input"""
-    return predict(model, x) == y
+def outcome(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, norm: str) -> Outcome:
+    robust = predict(model, x_adv) == y
+    distance = perturbation_norm(x_adv - x, norm)
+    return Outcome(robust.cpu(), distance.masked_fill(robust, float("nan")).cpu())
 
 
-@EVALUATORS.register("pgd")
-def pgd_correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
-    """l-inf PGD robust accuracy (eval_attack: steps, step size, restarts; worst case over restarts)"""
+def _attack_settings(cfg: RunConfig) -> dict[str, Any]:
     a = cfg.eval_attack
-    return pgd_robust(model, x, y, a.eps, a.step_size, a.steps, a.restarts, a.norm, a.loss, a.targeted)
+    return {"eps": a.eps, "step_size": a.step_size, "steps": a.steps, "restarts": a.restarts, "norm": a.norm,
+            "loss": a.loss, "targeted": a.targeted}
 
+
+def _pgd(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
+    a = cfg.eval_attack
+    return pgd_attack(model, x, y, a.eps, a.step_size, a.steps, a.restarts, a.norm, a.loss, a.targeted)
+
+
+def autoattack_queries(cfg: RunConfig) -> int | None:
+    """Square's budget inside AutoAttack: the standard 5,000 unless the version is a custom list."""
+    version, _ = parse_version(cfg.eval.autoattack)
+    return None if version != "custom" else cfg.eval.square_queries
+
+
+def _autoattack(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
+    a = cfg.eval_attack
+    return autoattack(model, x, y, eps=a.eps, norm=a.norm, spec=cfg.eval.autoattack, seed=cfg.seed,
+                      square_queries=autoattack_queries(cfg))
+
+
+EVALUATORS.add("clean", Evaluator(lambda model, x, y, cfg: x, "clean accuracy: the prediction on the unperturbed input",
+                                  is_attack=False))
+EVALUATORS.add("pgd", Evaluator(_pgd, "PGD robust accuracy (eval_attack: norm, eps, steps, step size, restarts, "
+                                      "loss, targeted; worst case over restarts)", _attack_settings))
+EVALUATORS.add("autoattack", Evaluator(
+    _autoattack, "the official AutoAttack (eval.autoattack: standard, rand, or a list such as apgd-ce,apgd-t)",
+    lambda cfg: {"eps": cfg.eval_attack.eps, "norm": cfg.eval_attack.norm, "version": cfg.eval.autoattack,
+                 "square_queries": autoattack_queries(cfg), "seed": cfg.seed}))
 
 TORCHATTACKS = "torchattacks:"
 
@@ -54,40 +105,47 @@ def torchattacks_evaluator(attack: str) -> Evaluator:
     cls = getattr(torchattacks, attack, None)
     if not isinstance(cls, type) or not issubclass(cls, torchattacks.attack.Attack):
         raise UserError(f"torchattacks has no attack {attack!r}")
+    accepted = inspect.signature(cls.__init__).parameters
 
-    def correct(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
+    def offered(cfg: RunConfig) -> dict[str, Any]:
         a = cfg.eval_attack
-        offered = {"eps": a.eps, "steps": a.steps, "alpha": a.step_size}
-        accepted = inspect.signature(cls.__init__).parameters
+        return {k: v for k, v in {"eps": a.eps, "steps": a.steps, "alpha": a.step_size}.items() if k in accepted}
+
+    def run(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
         with eval_mode(model):
-            x_adv = cls(model, **{k: v for k, v in offered.items() if k in accepted})(x, y)
-        return (predict(model, x) == y) & (predict(model, x_adv) == y)
+            return cls(model, **offered(cfg))(x, y)
 
-    return correct
-
-
-METRIC_NAMES = {"clean": "clean_acc", "pgd": "pgd_acc"}
+    return Evaluator(run, f"torchattacks' {attack}", lambda cfg: {"attack": attack, **offered(cfg)})
 
 
-def evaluate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], cfg: RunConfig, device: torch.device,
-             names: Iterable[str] = ("clean", "pgd")) -> dict[str, float]:
-    """Accuracy per evaluator over all batches, as fractions in [0, 1]."""
-    evaluators = {name: get_evaluator(name) for name in names}
-    hits = dict.fromkeys(evaluators, 0)
-    total = 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        for name, fn in evaluators.items():
-            hits[name] += int(fn(model, x, y, cfg).sum())
-        total += len(y)
-    return {METRIC_NAMES.get(name, f"{name.replace(TORCHATTACKS, 'ta_').lower()}_acc"): hits[name] / max(total, 1)
-            for name in evaluators}
+def metric_name(name: str) -> str:
+    """The record's metric for an evaluator: clean_acc, pgd_acc, autoattack_acc, ta_square_acc, ..."""
+    return f"{name.replace(TORCHATTACKS, 'ta_').lower()}_acc"
 
 
-def describe(cfg: RunConfig, examples: int) -> str:
-    a = cfg.eval_attack
-    restarts = f" x {a.restarts} restarts" if a.restarts > 1 else ""
-    loss = "" if a.loss == "ce" and not a.targeted else f" ({'targeted ' if a.targeted else ''}{a.loss} loss)"
-    norm = "l-inf" if a.norm == "linf" else a.norm
-    return (f"{norm} PGD-{a.steps}{restarts}{loss}, eps {a.eps:.4g}, step {a.step_size:.4g}, "
-            f"{examples} test examples")
+def run_evaluator(evaluator: Evaluator, model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Outcome:
+    """One batch; the model's mode and parameter gradients are left as they were."""
+    with torch.enable_grad():
+        x_adv = evaluator.attack(model, x, y, cfg)
+    return outcome(model, x, x_adv, y, cfg.eval_attack.norm)
+
+
+def describe(cfg: RunConfig, examples: int, names: list[str]) -> str:
+    """One line for a table's caption: the attacks, in the order they ran, and on how many examples."""
+    parts = []
+    for name in names:
+        if name == "pgd":
+            a = cfg.eval_attack
+            restarts = f" x {a.restarts} restarts" if a.restarts > 1 else ""
+            loss = "" if a.loss == "ce" and not a.targeted else f" ({'targeted ' if a.targeted else ''}{a.loss} loss)"
+            parts.append(f"PGD-{a.steps}{restarts}{loss}, step {a.step_size:.4g}")
+        elif name == "autoattack":
+            queries = autoattack_queries(cfg)
+            square = f", Square {queries} queries" if queries and "square" in cfg.eval.autoattack else ""
+            parts.append(f"AutoAttack {cfg.eval.autoattack}{square}")
+        elif name != "clean":
+            parts.append(name)
+    norm = "l-inf" if cfg.eval_attack.norm == "linf" else cfg.eval_attack.norm
+    attacks = " then ".join(parts) if parts else "no attack"
+    return f"{norm} eps {cfg.eval_attack.eps:.4g}: {attacks}; {examples} test examples"
+

@@ -123,13 +123,14 @@ def predict(model: nn.Module, x: Tensor) -> Tensor:
         return model(x).argmax(dim=1)
 
 
-def pgd_robust(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
+def pgd_attack(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
                restarts: int = 1, norm: str = "linf", loss: str = "ce", targeted: bool = False) -> Tensor:
-    """Per example: True if classified correctly on x and on the PGD point of every restart.
+    """PGD with restarts: per example, the first point found that is misclassified (x itself if the clean
+    input already is), else the last restart's point.
 
-    The result is the worst case over restarts: examples already broken (or misclassified clean) are not
-    attacked again by later restarts.
+    Examples already broken (or misclassified clean) are not attacked again by later restarts.
     """
+    x_adv = x.detach().clone()
     robust = predict(model, x) == y
     for _ in range(restarts):
         idx = robust.nonzero().flatten()
@@ -137,6 +138,18 @@ def pgd_robust(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: fl
             break
         target = most_likely_wrong_class(model, x[idx], y[idx]) if targeted else None
         loss_fn = attack_loss(loss, y[idx], target)
-        x_adv = pgd(model, x[idx], loss_fn, eps, step_size, steps, start="uniform", norm=norm)
-        robust[idx] = predict(model, x_adv) == y[idx]
-    return robust
+        x_adv[idx] = pgd(model, x[idx], loss_fn, eps, step_size, steps, start="uniform", norm=norm)
+        robust[idx] = predict(model, x_adv[idx]) == y[idx]
+    return x_adv
+
+
+def pgd_robust(model: nn.Module, x: Tensor, y: Tensor, eps: float, step_size: float, steps: int,
+               restarts: int = 1, norm: str = "linf", loss: str = "ce", targeted: bool = False) -> Tensor:
+    """Per example: True if classified correctly on x and on the PGD point of every restart."""
+    return predict(model, pgd_attack(model, x, y, eps, step_size, steps, restarts, norm, loss, targeted)) == y
+
+
+def perturbation_norm(delta: Tensor, norm: str) -> Tensor:
+    """Per-example size of a perturbation in the attack's norm (l-inf or l2)."""
+    flat = delta.flatten(1)
+    return flat.abs().amax(dim=1) if norm == "linf" else flat.norm(dim=1)

@@ -61,8 +61,6 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--arch", required=True, help="registered architecture it fits")
     ev.add_argument("--data", required=True, help="dataset to evaluate on")
     ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
-    ev.add_argument("--eval", nargs="+", default=["clean", "pgd"],
-                    help="evaluators, also torchattacks:<Attack> for any torchattacks attack (default: clean pgd)")
     ev.add_argument("--preset", help="evaluation budget: smoke | quick | paper (default: quick)")
     _add_shared_options(ev)
 
@@ -74,11 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="rebuild the tables and plots from the store",
                             description="Rebuild tables (Markdown, CSV, LaTeX), plots and results.csv from --out.")
     report.add_argument("--out", type=Path, default=Path("runs"), help="the folder given to `run --out`")
+    report.add_argument("--sweep-sparsity", type=float,
+                        help="the sparsity whose eps sweep is plotted, e.g. 0.99 (default: the highest)")
     return parser
 
 
 def _add_shared_options(parser: argparse.ArgumentParser) -> None:
     """Options `run` and `eval` share: settings, where results and data are, the device, verbosity."""
+    parser.add_argument("--eval", nargs="+",
+                        help="evaluators in cascade order, also torchattacks:<Attack> for any torchattacks attack "
+                             "(default: the preset's, e.g. clean pgd autoattack)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set pretrain.epochs=5 (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("runs"), help="store and run folders (default: ./runs)")
@@ -116,7 +119,12 @@ def grid_options(args: argparse.Namespace) -> dict[str, Any]:
              "seeds": _split(args.seeds), "scope": args.scope, "preset": args.preset}
     options.update({k: v for k, v in flags.items() if v not in (None, [])})
     options.update(parse_settings(args.settings))
-    return options
+    return {**options, **eval_option(args)}
+
+
+def eval_option(args: argparse.Namespace) -> dict[str, Any]:
+    """`--eval a,b` as the eval.evaluators setting."""
+    return {"eval.evaluators": _split(args.eval)} if args.eval else {}
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
@@ -175,6 +183,7 @@ def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], li
     cfg = apply_overrides(cfg, preset.overrides(info), f"preset {preset.name}")
     cfg = apply_overrides(cfg, {k: v for k, v in options.items() if k not in GRID_KEYS}, "settings")
     cfg = resolve_attacks(cfg, info.eps, info.step_size)
+    check_evaluation(cfg)
     for name in methods:  # a pruner checks its own settings when built: fail now, not cell by cell
         for sparsity in sparsities:
             build_pruner(name, cfg.replace(method=name, sparsity=sparsity))
@@ -197,6 +206,18 @@ def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:
     eval_eps = ev.eps if ev.eps is not None else eps
     ev = dataclasses.replace(ev, eps=eval_eps, step_size=ev.step_size or 2.5 * eval_eps / max(ev.steps, 1))
     return cfg.replace(train_attack=train, eval_attack=ev)
+
+
+def check_evaluation(cfg: RunConfig) -> None:
+    """Every evaluator name, the AutoAttack version and the sweep, before any training."""
+    from attacks.autoattack import parse_version
+    from attacks.evaluators import get_evaluator
+
+    for name in cfg.eval.evaluators:
+        get_evaluator(name)
+    parse_version(cfg.eval.autoattack)
+    if any(m <= 0 for m in cfg.eval.eps_sweep) or cfg.eval.check_examples < 1 or cfg.eval.batch_size < 1:
+        raise UserError("eval: eps_sweep multiples must be positive, check_examples and batch_size at least 1")
 
 
 def pick_device(choice: str) -> str:
@@ -231,7 +252,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from attacks.evaluators import get_evaluator
     from benchmark import runner
     from benchmark.external import evaluate_checkpoint
     from results.report import write_report
@@ -239,17 +259,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
-    evaluators = _split(args.eval)
-    for name in evaluators:
-        get_evaluator(name)
     options = {"data": args.data, "arch": args.arch, "preset": args.preset or "quick", "methods": [],
-               **parse_settings(args.settings)}
+               **parse_settings(args.settings), **eval_option(args)}
     cfg, _, _, _ = plan(options)
     env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
                              download=args.download, quiet=args.quiet)
     runner.check_inputs(cfg, env)
     store = Store(args.out / "runs.db")
-    record = evaluate_checkpoint(args.checkpoint, cfg, env, evaluators, args.name or args.checkpoint.stem)
+    record = evaluate_checkpoint(args.checkpoint, cfg, env, args.name or args.checkpoint.stem)
     store.put(record)
     same_table = [r for r in store.all() if (r["dataset"], r["arch"], r["objective"]) ==
                   (record["dataset"], record["arch"], record["objective"])]
@@ -275,7 +292,7 @@ def _registries() -> dict[str, tuple[Registry[Any], Any]]:
         "archs": (ARCHS, lambda a: a.description),
         "objectives": (OBJECTIVES, lambda o: o.description),
         "presets": (PRESETS, lambda p: p.description),
-        "evaluators": (EVALUATORS, lambda e: (e.__doc__ or e.__name__).strip().splitlines()[0]),
+        "evaluators": (EVALUATORS, lambda e: e.description),
     }
 
 
@@ -301,5 +318,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = args.out / "runs.db"
     if not db.exists():
         raise UserError(f"no store at {db}; run `python -m benchmark run --out {args.out}` first")
-    print(write_report(Store(db).all(), args.out / "report"))
+    print(write_report(Store(db).all(), args.out / "report", args.sweep_sparsity))
     return 0

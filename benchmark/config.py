@@ -46,6 +46,24 @@ class AttackSettings:
 
 
 @dataclass
+class EvalSettings:
+    """What evaluates a trained model, beyond the PGD settings of `eval_attack`; none of it is in a run's key.
+
+    Evaluators run in the listed order and each attack only attacks the examples every attack before it left
+    standing, so list cheap attacks first. AutoAttack's `autoattack` is `standard`, `rand` or a comma list of
+    its attacks (apgd-ce, apgd-t, apgd-dlr, fab, fab-t, square).
+    """
+
+    evaluators: list[str] = field(default_factory=lambda: ["clean", "pgd", "autoattack"])
+    autoattack: str = "apgd-ce,apgd-t"  # the `quick` tier; `paper` runs the standard version
+    eps_sweep: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # multiples of eval_attack.eps
+    checks: bool = True  # the gradient-masking self-checks (attacks/checks.py)
+    check_examples: int = 100  # how many examples the costlier checks look at
+    square_queries: int = 1000  # the black-box check's query budget
+    batch_size: int = 256
+
+
+@dataclass
 class RunConfig:
     """Everything that determines one run's result (the device and paths are not part of it)."""
 
@@ -77,6 +95,7 @@ class RunConfig:
     lottery_rewind_epoch: int = 1
     train_examples: int | None = None  # None: the whole training split
     eval_examples: int | None = None  # None: the whole test split
+    eval: EvalSettings = field(default_factory=EvalSettings)
 
     @property
     def effective_pretrain_objective(self) -> str:
@@ -86,9 +105,16 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Hash of the non-default settings that can affect this run (other methods' settings left out)."""
+        """Hash of the non-default settings that can affect the trained model (other methods' settings and
+        the evaluation left out: a new evaluator or attack strength re-evaluates, it does not retrain)."""
         foreign = {name for method, names in METHOD_SETTINGS.items() if method != self.method for name in names}
+        foreign.update(EVAL_SETTINGS)
         return content_key({k: v for k, v in non_default(self).items() if k not in foreign})
+
+    def eval_key(self) -> str:
+        """Hash of everything the evaluation of a trained model depends on."""
+        d = self.to_dict()
+        return content_key({k: d[k] for k in EVAL_SETTINGS})
 
     def pretrain_settings(self) -> dict[str, Any]:
         """What the dense pretrained model depends on: shared by all methods and sparsities."""
@@ -104,6 +130,9 @@ class RunConfig:
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
+
+# Settings that only the evaluation reads.
+EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval")
 
 # Settings that only one method reads: a change to them leaves every other method's cached runs valid.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -189,6 +218,10 @@ def _coerce(obj: Any, name: str, value: Any, dotted: str, source: str) -> Any:
         return value
     kind = type(current) if current is not None else _optional_type(obj, name)
     try:
+        if kind is list:
+            items = value if isinstance(value, list) else [v for v in str(value).split(",") if v.strip()]
+            element = type(current[0]) if current else str
+            return [element(v.strip() if isinstance(v, str) else v) for v in items]
         if kind is bool:
             return str(value).lower() in ("1", "true", "yes")
         return kind(value)

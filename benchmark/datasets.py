@@ -169,7 +169,11 @@ def subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
         return dataset
     if n < 0:
         raise UserError(f"subset size must be non-negative, got {n}")
-    indices = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n]
+    return select(dataset, torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n])
+
+
+def select(dataset: Dataset, indices: Tensor) -> Dataset:
+    """The items at `indices`, in that order; in-memory datasets keep their type (and `make_loader`'s fast path)."""
     if isinstance(dataset, TensorDataset):
         return TensorDataset(*(t[indices.to(t.device)] for t in dataset.tensors))
     if isinstance(dataset, UInt8ImageDataset):

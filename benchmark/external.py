@@ -9,14 +9,13 @@ one wrapped in {"state_dict": ...} or {"model": ...}, with or without DataParall
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from benchmark.config import RunConfig, content_key, non_default
+from benchmark.config import RunConfig, content_key
 from benchmark.errors import UserError
 from benchmark.io import safe_load
 from benchmark.progress import Progress
@@ -58,18 +57,19 @@ def checkpoint_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, evaluators: list[str],
-                        name: str) -> dict[str, Any]:
-    """Evaluate a foreign checkpoint under `name`; the key hashes the file's content and the evaluation."""
+def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, name: str) -> dict[str, Any]:
+    """Evaluate a foreign checkpoint under `name` with cfg's evaluation. The key hashes the file's content
+    and the settings its model depends on; per-example results go to external/<key>/eval/, so evaluating the
+    same file again with more evaluators computes only the new ones."""
     model = load_external(path, cfg).to(env.device)
     weights = prunable_weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights.values())
     sparsity = zeros / sum(w.numel() for w in weights.values())
-    began = time.perf_counter()
-    metrics, eval_desc = evaluate_on_test(model, cfg, env, Progress(env.quiet), evaluators)
     cfg = cfg.replace(method=name, objective=EXTERNAL, sparsity=round(sparsity, 4))
-    record = record_for(cfg, env, status="done", metrics=metrics, sparsity_actual=sparsity,
-                        cost={"eval_seconds": time.perf_counter() - began}, eval_desc=eval_desc)
-    record["key"] = content_key({"checkpoint": checkpoint_digest(path), "evaluators": evaluators,
-                                 **non_default(cfg)})
+    key = content_key({"checkpoint": checkpoint_digest(path), "model": cfg.key()})
+    progress = Progress(env.quiet).for_run(env.out / EXTERNAL / key / "log.txt", name)
+    evaluation = evaluate_on_test(model, cfg, env, progress, env.out / EXTERNAL / key / "eval")
+    record = record_for(cfg, env, status="done", evaluation=evaluation, sparsity_actual=sparsity,
+                        cost={"eval_seconds": sum(evaluation.seconds.values())})
+    record["key"] = key
     return record

@@ -35,6 +35,8 @@ def _smoke(info: DatasetInfo) -> dict[str, Any]:
         "finetune": {"epochs": 1, "batch_size": 32},
         "train_attack": {"steps": 2},
         "eval_attack": {"steps": 5, "restarts": 1},
+        "eval": {"evaluators": ["clean", "pgd"], "eps_sweep": [0.5, 1.0, 2.0], "check_examples": 32,
+                 "square_queries": 100},
         "admm": {"epochs": 1, "batch_size": 32},
         "lottery": {"epochs": 1, "batch_size": 32},
         "lottery_rate": 0.7,
@@ -67,14 +69,17 @@ def _paper(info: DatasetInfo) -> dict[str, Any]:
         "admm_rho": 1e-3,
         "lottery": {"epochs": 20, "lr": 0.1},
         "train_attack": {"steps": 10},
-        "eval_attack": {"steps": 50, "restarts": 1},
+        "eval_attack": {"steps": 50, "restarts": 5},
+        "eval": {"autoattack": "standard", "check_examples": 500, "square_queries": 5000},
     }
 
 
 PRESETS.add("smoke", Preset("smoke", "seconds: 3+1+1 epochs on 512 examples, PGD-2 training, PGD-5 eval on 128",
                             _smoke))
 PRESETS.add("quick", Preset("quick", "minutes on a CPU: 40+10+20 epochs on digits (15+5+10 on a 10,000-example "
-                            "subset elsewhere), TRADES-10 (5 elsewhere), PGD-20 x 2 restarts eval (1,000 examples)",
+                            "subset elsewhere), TRADES-10 (5 elsewhere); eval PGD-20 x 2 restarts then AutoAttack "
+                            "APGD-CE + APGD-T (1,000 examples)",
                             _quick))
-PRESETS.add("paper", Preset("paper", "HYDRA's protocol: 100+20+100 epochs, lr 0.1/0.1/0.01, TRADES-10, PGD-50 eval",
+PRESETS.add("paper", Preset("paper", "HYDRA's protocol: 100+20+100 epochs, lr 0.1/0.1/0.01, TRADES-10; eval PGD-50 x 5 "
+                            "restarts then AutoAttack standard, full test set",
                             _paper))

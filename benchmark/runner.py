@@ -11,7 +11,9 @@ Files, under --out:
                                 pretrain.ckpt.pt while running
   shared/<method>/<key>/        a method's results shared by its target sparsities (lottery rounds)
   runs/<run key>/               config.json, mask.pt, model.pt (pruned, plain state_dict), log.txt,
-                                pruned.pt (state after the pruner, before finetune), *.ckpt.pt while running
+                                pruned.pt (state after the pruner, before finetune), trained.pt (training
+                                cost), eval/ (per-example results, one file per evaluator), *.ckpt.pt while
+                                running
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from attacks.evaluators import describe, evaluate
+from attacks.evaluation import Evaluation, evaluate_model
 from benchmark import train
 from benchmark.config import RunConfig
 from benchmark.datasets import DATASETS, load_dataset, make_loader, subset
@@ -148,16 +150,31 @@ def load_state(model: nn.Module, path: Path) -> nn.Module:
 
 
 def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
-    """Run one cell to completion (resuming what a killed attempt left) and return its record."""
+    """Run one cell to completion (resuming what a killed attempt left) and return its record.
+
+    Training ends with model.pt and trained.pt (its cost); a later invocation with other evaluation settings
+    only evaluates, reusing every per-example result already in eval/.
+    """
     folder = run_dir(env, cfg)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(cfg.to_dict(), folder / "config.json")
     progress = Progress(env.quiet).for_run(folder / "log.txt", f"{cfg.method}@{cfg.sparsity:g}")
+    if not (folder / "trained.pt").exists():
+        _train(cfg, env, folder, progress)
+    trained = safe_load(folder / "trained.pt")
+    model = load_state(new_model(cfg), folder / "model.pt").to(env.device)
+    evaluation = evaluate_on_test(model, cfg, env, progress, folder / "eval")
+    cost = {**trained["cost"], "eval_seconds": sum(evaluation.seconds.values())}
+    return record_for(cfg, env, status="done", evaluation=evaluation, cost=cost,
+                      sparsity_actual=trained["sparsity_actual"])
+
+
+def _train(cfg: RunConfig, env: Environment, folder: Path, progress: Progress) -> None:
+    """Pretrain (shared), prune and finetune; write the plain pruned model and what it cost."""
     device = torch.device(env.device)
     started = time.perf_counter()
     pretrained, pretrain_cost = ensure_pretrained(cfg, env, progress)
     cost: dict[str, Any] = {"pretrain": pretrain_cost}
-
     model = load_state(new_model(cfg), pretrained).to(device)
     if cfg.method == DENSE:
         mask = dense_mask(model)
@@ -166,24 +183,17 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
         cost["finetune"] = _finetune(cfg, env, model, mask, folder, device, progress)
         mask.save(folder / "mask.pt")
     atomic_save(export_state(model, mask), folder / "model.pt")
-
-    began = time.perf_counter()
-    metrics, eval_desc = evaluate_on_test(model, cfg, env, progress)
-    cost["eval_seconds"] = time.perf_counter() - began
-    cost["cell_seconds"] = time.perf_counter() - started
+    cost["train_seconds"] = time.perf_counter() - started
+    atomic_save({"cost": cost, "sparsity_actual": mask.sparsity()}, folder / "trained.pt")
     for stale in folder.glob("*.ckpt.pt"):
         stale.unlink()
-    return record_for(cfg, env, status="done", metrics=metrics, cost=cost, sparsity_actual=mask.sparsity(),
-                      eval_desc=eval_desc)
 
 
 def evaluate_on_test(model: nn.Module, cfg: RunConfig, env: Environment, progress: Progress,
-                     names: Iterable[str] = ("clean", "pgd")) -> tuple[dict[str, float], str]:
-    """The evaluators' accuracies on the config's evaluation examples, and a one-line description."""
+                     folder: Path | None) -> Evaluation:
+    """The configured evaluation on the config's evaluation examples; per-example results kept in `folder`."""
     _, eval_set = data_for(cfg, env)
-    batches = make_loader(eval_set, 256, shuffle=False)
-    metrics = evaluate(model, progress.track(batches, len(batches), "eval"), cfg, torch.device(env.device), names)
-    return metrics, describe(cfg, len(eval_set))
+    return evaluate_model(model, eval_set, cfg, torch.device(env.device), folder, progress)
 
 
 def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, device: torch.device,
@@ -246,14 +256,17 @@ def export_state(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
     return state
 
 
-def record_for(cfg: RunConfig, env: Environment, *, status: str, metrics: dict[str, float] | None = None,
+def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Evaluation | None = None,
                cost: dict[str, Any] | None = None, sparsity_actual: float | None = None,
-               eval_desc: str | None = None, error: str | None = None) -> dict[str, Any]:
+               error: str | None = None) -> dict[str, Any]:
+    metrics = evaluation.metrics if evaluation else None
     return {
         "key": cfg.key(), "dataset": cfg.dataset, "arch": cfg.arch, "objective": cfg.objective,
         "pretrain_objective": cfg.effective_pretrain_objective, "method": cfg.method, "scope": cfg.scope,
         "sparsity": cfg.sparsity, "sparsity_actual": sparsity_actual, "seed": cfg.seed, "preset": cfg.preset,
-        "metrics": metrics, "cost": cost, "eval_desc": eval_desc, "device": env.device,
+        "metrics": metrics, "cost": cost, "eval_desc": evaluation.description if evaluation else None,
+        "evaluation": evaluation.summary() if evaluation else None,
+        "checks": evaluation.checks if evaluation else None, "eval_key": cfg.eval_key(), "device": env.device,
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
         "status": status, "error": error, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **(metrics or {}),
@@ -296,7 +309,11 @@ class SequentialExecutor:
 
 
 def pending(cells: list[RunConfig], store: Store) -> list[RunConfig]:
-    return [cfg for cfg in cells if (store.get(cfg.key()) or {}).get("status") != "done"]
+    """Cells not done, or done under other evaluation settings (those are only evaluated again)."""
+    def finished(record: dict[str, Any] | None, cfg: RunConfig) -> bool:
+        return bool(record) and record["status"] == "done" and record.get("eval_key") == cfg.eval_key()
+
+    return [cfg for cfg in cells if not finished(store.get(cfg.key()), cfg)]
 
 
 def run_grid(cells: list[RunConfig], env: Environment, store: Store,
@@ -309,7 +326,7 @@ def run_grid(cells: list[RunConfig], env: Environment, store: Store,
     for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
         store.put(record)
         outcome = record["status"] if record["status"] != "done" else (
-            f"clean {record['clean_acc']:.3f} pgd {record['pgd_acc']:.3f}")
+            f"clean {record['clean_acc']:.3f} worst-case robust {record['worst_acc']:.3f}")
         progress.say(f"[{i}/{len(todo)}] {record['method']} sparsity {record['sparsity']:g} seed {record['seed']}: "
                      f"{outcome}" + (f" ({record['error']})" if record["error"] else ""))
     return [store.get(cfg.key()) for cfg in cells]
@@ -318,8 +335,10 @@ def run_grid(cells: list[RunConfig], env: Environment, store: Store,
 def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:
     """For --dry-run: which phases of a cell are done (pretrain / prune / finetune / eval)."""
     record = store.get(cfg.key())
-    if record and record["status"] == "done":
+    if record and record["status"] == "done" and record.get("eval_key") == cfg.eval_key():
         return "done"
+    if (run_dir(env, cfg) / "trained.pt").exists():
+        return "trained; evaluation to run"
     parts = ["pretrain" if (pretrained_dir(env, cfg) / "model.pt").exists() else ""]
     folder = run_dir(env, cfg)
     if cfg.method != DENSE and (folder / "pruned.pt").exists():

@@ -24,6 +24,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from benchmark.io import atomic_write_bytes
+from results import evaluation_report as ev
+from results.report_format import DDOF, DENSE, MISSING, format_stat, percent_label, pruned_runs
 
 COLUMNS = [
     "dataset",
@@ -38,6 +40,8 @@ COLUMNS = [
     "preset",
     "clean_acc",
     "pgd_acc",
+    "robust_acc",
+    "flags",
     "status",
     "error",
     "eval_desc",
@@ -46,13 +50,10 @@ COLUMNS = [
     "cost_seconds",
 ]
 KEY_COLUMNS = ["dataset", "arch", "objective"]
-FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "clean_acc", "pgd_acc", "cost_epochs", "cost_passes", "cost_seconds"]
-METRIC_COLUMNS = ["clean_acc", "pgd_acc"]
-DENSE = "dense"
+FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "cost_epochs", "cost_passes", "cost_seconds"]
+METRIC_COLUMNS = ["clean_acc", "robust_acc"]  # the comparison table's two numbers
 DENSE_COLUMN = "0%"
-MISSING = "–"
 FAILED = "failed"
-DDOF = 1
 ERROR_CHARS = 200
 
 TableKey = tuple[str, str, str]
@@ -62,24 +63,30 @@ TableKey = tuple[str, str, str]
 
 
 def records_frame(records: list[dict]) -> pd.DataFrame:
-    """One row per record with the :data:`COLUMNS`; extra keys are dropped.
+    """One row per record, in order, with the :data:`COLUMNS` and every metric any record has; extra keys
+    are dropped.
 
-    ``clean_acc``/``pgd_acc`` fall back to the record's ``metrics`` dict when missing at top level.
-    Missing values become NaN/None; ``seed`` is a nullable integer so it stays an int in CSV.
+    Metrics fall back to the record's ``metrics`` dict when missing at top level. ``robust_acc`` is the
+    worst case over attacks (``worst_acc``), or PGD's accuracy for records that have no worst case.
+    ``flags`` names the self-checks that fired. Missing values become NaN/None; ``seed`` is a nullable
+    integer so it stays an int in CSV.
     """
-    frame = pd.DataFrame([_record_row(r) for r in records], columns=COLUMNS)
-    for column in FLOAT_COLUMNS:
+    metrics = [m for m in ev.metric_columns(records) if m not in COLUMNS]
+    frame = pd.DataFrame([_record_row(r, metrics) for r in records], columns=[*COLUMNS, *metrics])
+    for column in [*FLOAT_COLUMNS, "clean_acc", "pgd_acc", "robust_acc", *metrics]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     return frame
 
 
-def _record_row(record: dict) -> dict:
-    row = {column: record.get(column) for column in COLUMNS}
+def _record_row(record: dict, metric_names: list[str]) -> dict:
+    row = {column: record.get(column) for column in [*COLUMNS, *metric_names]}
     metrics = record.get("metrics") or {}
-    for column in METRIC_COLUMNS:
+    for column in ["clean_acc", "pgd_acc", *metric_names]:
         if row[column] is None:
             row[column] = metrics.get(column)
+    row["robust_acc"] = metrics.get("worst_acc", row["pgd_acc"])
+    row["flags"] = ev.flags_of(record)
     row.update(method_cost(record))
     return row
 
@@ -124,9 +131,9 @@ def _groups(frame: pd.DataFrame) -> Iterable[tuple[TableKey, pd.DataFrame]]:
 
 
 def _comparison_table(group: pd.DataFrame) -> pd.DataFrame:
-    pruned = _pruned_runs(group)
+    pruned = pruned_runs(group)
     sparsities = sorted(pruned["sparsity_pct"].dropna().unique())
-    columns = [DENSE_COLUMN, *(_percent_label(s) for s in sparsities)]
+    columns = [DENSE_COLUMN, *(percent_label(s) for s in sparsities)]
     dense_cell = _format_cell(group[group["method"] == DENSE])
     rows = {}
     for label, runs in pruned.groupby("label", sort=True):
@@ -138,42 +145,11 @@ def _comparison_table(group: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _pruned_runs(group: pd.DataFrame) -> pd.DataFrame:
-    """Non-dense runs with a row ``label`` and the target sparsity in percent (rounded for grouping)."""
-    pruned = group[group["method"] != DENSE].copy()
-    pruned["sparsity_pct"] = (pruned["sparsity"] * 100).round(6)
-    pruned["label"] = _row_labels(pruned)
-    return pruned
-
-
-def _row_labels(pruned: pd.DataFrame) -> pd.Series:
-    """Method name, plus "(scope)" when the table mixes scopes so rows stay distinguishable."""
-    methods = pruned["method"].astype(str)
-    if pruned["scope"].nunique(dropna=False) <= 1:
-        return methods
-    return methods + " (" + pruned["scope"].astype(str) + ")"
-
-
-def _percent_label(percent: float) -> str:
-    """90.0 -> "90%", 99.9 -> "99.9%" (no trailing zeros)."""
-    return f"{percent:.6f}".rstrip("0").rstrip(".") + "%"
-
-
 def _format_cell(runs: pd.DataFrame) -> str:
     done = runs[runs["status"] == "done"]
     if done.empty:
         return FAILED if (runs["status"] == "failed").any() else MISSING
-    return f"{_format_stat(done['clean_acc'])} / {_format_stat(done['pgd_acc'])}"
-
-
-def _format_stat(fractions: pd.Series) -> str:
-    """Mean ± sample std (ddof=1) in percent; a single value without std; no value as "–"."""
-    percent = fractions.dropna().astype(float) * 100
-    if percent.empty:
-        return MISSING
-    if len(percent) == 1:
-        return f"{percent.iloc[0]:.1f}"
-    return f"{percent.mean():.1f} ± {percent.std(ddof=DDOF):.1f}"
+    return f"{format_stat(done['clean_acc'])} / {format_stat(done['robust_acc'])}"
 
 
 # ---------------------------------------------------------------------------- caption
@@ -184,7 +160,7 @@ def table_caption(group: pd.DataFrame) -> str:
     done = group[group["status"] == "done"]
     return (
         f"clean / robust accuracy (%) — robust = {_robust_description(done)}; "
-        f"mean ± std over {_seed_description(done)}"
+        f"mean ± std over {_seed_description(done)}; robust is the worst case over the attacks"
     )
 
 
@@ -259,7 +235,7 @@ def plot_png(key: TableKey, group: pd.DataFrame) -> bytes:
     for index, (label, rows) in enumerate(stats.groupby("label", sort=True)):
         _plot_method(ax, str(label), rows, positions, f"C{index % 10}")
     _plot_dense(ax, group)
-    ax.set_xticks(range(len(sparsities)), [_percent_label(s) for s in sparsities])
+    ax.set_xticks(range(len(sparsities)), [percent_label(s) for s in sparsities])
     ax.set_xlabel("target sparsity")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(" · ".join(key))
@@ -275,7 +251,7 @@ def plot_png(key: TableKey, group: pd.DataFrame) -> bytes:
 
 def _plot_stats(group: pd.DataFrame) -> pd.DataFrame:
     """Mean and std (percent) of clean/robust accuracy per row label and sparsity, done runs only."""
-    done = _pruned_runs(group[group["status"] == "done"])
+    done = pruned_runs(group[group["status"] == "done"])
     values = done[METRIC_COLUMNS].astype(float) * 100
     values[["label", "sparsity_pct"]] = done[["label", "sparsity_pct"]]
     grouped = values.groupby(["label", "sparsity_pct"])[METRIC_COLUMNS]
@@ -285,7 +261,7 @@ def _plot_stats(group: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot_method(ax: Axes, label: str, rows: pd.DataFrame, positions: dict, color: str) -> None:
-    for metric, style, name in (("pgd_acc", "-", "robust"), ("clean_acc", "--", "clean")):
+    for metric, style, name in (("robust_acc", "-", "robust"), ("clean_acc", "--", "clean")):
         points = rows.dropna(subset=[f"{metric}_mean"])
         if points.empty:
             continue
@@ -303,7 +279,7 @@ def _plot_method(ax: Axes, label: str, rows: pd.DataFrame, positions: dict, colo
 
 def _plot_dense(ax: Axes, group: pd.DataFrame) -> None:
     dense = group[(group["method"] == DENSE) & (group["status"] == "done")]
-    for metric, color, name in (("pgd_acc", "black", "robust"), ("clean_acc", "grey", "clean")):
+    for metric, color, name in (("robust_acc", "black", "robust"), ("clean_acc", "grey", "clean")):
         value = dense[metric].astype(float).mean() * 100
         if pd.notna(value):
             ax.axhline(value, color=color, linestyle=":", label=f"dense {name}")
@@ -312,30 +288,49 @@ def _plot_dense(ax: Axes, group: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------- files
 
 
-def write_report(records: list[dict], out_dir: Path) -> str:
+def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | None = None) -> str:
     """Write results.csv and per-table .md/.csv/.tex/.png into ``out_dir``; return the markdown.
 
-    The returned text is every table's markdown, followed (if any run failed) by a "Failed runs:"
-    line and one line per failed run with its error truncated to 200 characters.
+    Per table: the comparison, the accuracy under each attack with the self-check flags, the cost, and the
+    eps sweep at ``sweep_sparsity`` (default: the highest sparsity) as a table and ``<table>_eps.png``. The
+    returned text is every table's markdown, followed (if any run failed) by a "Failed runs:" line and one
+    line per failed run with its error truncated to 200 characters.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = records_frame(records)
     _write_text(out_dir / "results.csv", frame.to_csv(index=False))
-    sections = [_write_table_files(key, group, out_dir) for key, group in _groups(frame)]
+    metrics = ev.metric_columns(records)
+    sections = [_write_table_files(key, group, out_dir, records, metrics, sweep_sparsity)
+                for key, group in _groups(frame)]
     failures = failure_lines(frame)
     if failures:
         sections.append("\n".join(["Failed runs:", *failures]))
     return "\n\n".join(sections) + "\n" if sections else "No runs.\n"
 
 
-def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path) -> str:
+def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, records: list[dict], metrics: list[str],
+                       sweep_sparsity: float | None) -> str:
     table = _comparison_table(group)
     costs = cost_table(group)
+    stem = "_".join(_safe_name(part) for part in key)
     markdown = render_markdown(key, table, table_caption(group))
+    attacks = ev.attack_table(group, metrics)
+    if len(attacks) and metrics:
+        markdown += "\n\n" + render_markdown(key, attacks, ev.attack_caption(), heading="#### attacks:")
+        _write_text(out_dir / f"{stem}_attacks.csv", attacks.to_csv())
+    flags = ev.flag_lines(group, records)
+    if flags:
+        markdown += "\n\nSelf-checks that fired:\n" + "\n".join(flags)
     if not costs.empty:
         markdown += "\n\n" + render_markdown(key, costs, cost_caption(group), heading="#### cost:")
-    stem = "_".join(_safe_name(part) for part in key)
+    sweeps = ev.sweep_frame(group, records)
+    chosen = ev.sweep_sparsity(sweeps, sweep_sparsity)
+    if chosen is not None and len(sweeps):
+        sweep = ev.sweep_table(sweeps, chosen)
+        markdown += "\n\n" + render_markdown(key, sweep, ev.sweep_caption(chosen), heading="#### eps sweep:")
+        _write_text(out_dir / f"{stem}_eps.csv", sweep.to_csv())
+        atomic_write_bytes(ev.sweep_png(" · ".join(key), sweeps, chosen), out_dir / f"{stem}_eps.png")
     _write_text(out_dir / f"{stem}.md", markdown + "\n")
     _write_text(out_dir / f"{stem}.csv", table.to_csv())
     _write_text(out_dir / f"{stem}_cost.csv", costs.to_csv())
@@ -349,14 +344,14 @@ def cost_table(group: pd.DataFrame) -> pd.DataFrame:
 
     Cost is what a method spends beyond the shared pretrained model (see `method_cost`).
     """
-    pruned = _pruned_runs(group)
+    pruned = pruned_runs(group)
     pruned = pruned[(pruned["status"] == "done") & pruned["cost_passes"].notna()]
     sparsities = sorted(pruned["sparsity_pct"].unique())
     means = pruned.groupby(["label", "sparsity_pct"])[["cost_epochs", "cost_passes", "cost_seconds"]].mean()
     rows = {}
     for label in sorted(pruned["label"].unique()):
         rows[label] = [_cost_cell(means, label, s) for s in sparsities]
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=[_percent_label(s) for s in sparsities],
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[percent_label(s) for s in sparsities],
                                    dtype=object)
     table.index.name = "method"
     return table
@@ -391,7 +386,7 @@ def _failure_line(row: dict) -> str:
     error = " ".join(str(row["error"] or "no error message").split())
     if len(error) > ERROR_CHARS:
         error = error[: ERROR_CHARS - 1] + "…"
-    sparsity = _percent_label(row["sparsity"] * 100) if pd.notna(row["sparsity"]) else "?"
+    sparsity = percent_label(row["sparsity"] * 100) if pd.notna(row["sparsity"]) else "?"
     where = f"{row['dataset']}/{row['arch']}/{row['objective']} {row['method']} ({row['scope']})"
     return f"- {where} sparsity {sparsity} seed {row['seed']}: {error}"
 

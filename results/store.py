@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = {
     "key": "TEXT PRIMARY KEY",
     "dataset": "TEXT", "arch": "TEXT", "objective": "TEXT", "pretrain_objective": "TEXT",
@@ -18,7 +18,10 @@ COLUMNS = {
     "seed": "INTEGER", "preset": "TEXT",
     "metrics": "JSON", "cost": "JSON", "versions": "JSON", "eval_desc": "TEXT",
     "device": "TEXT", "status": "TEXT", "error": "TEXT", "finished_at": "TEXT",
+    # version 2: the evaluation's sweep and wall times, its self-checks, and the key of its settings
+    "evaluation": "JSON", "checks": "JSON", "eval_key": "TEXT",
 }
+ADDED_IN = {2: ("evaluation", "checks", "eval_key")}
 JSON_COLUMNS = {name for name, kind in COLUMNS.items() if kind == "JSON"}
 
 
@@ -29,13 +32,17 @@ class Store:
         self._db = sqlite3.connect(path)
         self._db.row_factory = sqlite3.Row
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            with self._db:
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(f"{path} has schema version {version}; this rpbench reads {SCHEMA_VERSION}")
+        with self._db:
+            if version == 0:
                 columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
-                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version != SCHEMA_VERSION:
-            raise RuntimeError(f"{path} has schema version {version}; this rpbench reads {SCHEMA_VERSION}")
+            else:  # an older store: add what later versions added, keep every row
+                for added in range(version + 1, SCHEMA_VERSION + 1):
+                    for name in ADDED_IN[added]:
+                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def put(self, record: dict[str, Any]) -> None:
         """Insert or replace one run's row, atomically."""
@@ -63,6 +70,5 @@ def _decode(row: sqlite3.Row) -> dict[str, Any]:
     for name in JSON_COLUMNS:
         record[name] = json.loads(record[name]) if record[name] else None
     metrics = record.get("metrics") or {}
-    record["clean_acc"] = metrics.get("clean_acc")
-    record["pgd_acc"] = metrics.get("pgd_acc")
+    record.update(metrics)
     return record

@@ -106,13 +106,13 @@ def test_our_pgd_is_at_least_as_strong_as_torchattacks(trained_digits_model):
     ours_fixed = predict(model, pgd(model, x, cross_entropy_loss(y), 0.1, 0.025, 10, start="none"))
     assert torch.equal(ours_fixed == y, theirs_fixed == y)  # without random starts: the same attack
 
-    theirs, ours = [], []
-    for seed in range(5):  # one random start each: compare means, the luck of a single start is +-1.5%
+    theirs = []
+    for seed in range(3):  # the same random start (both draw it first, uniformly in the ball): the same attack
         torch.manual_seed(seed)
-        theirs.append((predict(model, torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10)(x, y)) == y).float())
+        theirs.append(predict(model, torchattacks.PGD(model, eps=0.1, alpha=0.025, steps=10)(x, y)) == y)
         torch.manual_seed(seed)
-        ours.append(pgd_robust(model, x, y, 0.1, 0.025, 10, restarts=1).float())
-    theirs_mean = torch.stack(theirs).mean()
-    assert torch.stack(ours).mean() <= theirs_mean + 1 / len(y)
+        ours = predict(model, pgd(model, x, cross_entropy_loss(y), 0.1, 0.025, 10, start="uniform")) == y
+        assert torch.equal(ours, theirs[-1])
+    theirs = [t.float() for t in theirs]
     ours_restarts = pgd_robust(model, x, y, 0.1, 0.025, 10, restarts=5).float().mean()
     assert ours_restarts <= min(t.mean() for t in theirs)  # worst case over restarts beats any single run

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from attacks.evaluation import Evaluation
 from benchmark import runner, train
 from benchmark.config import RunConfig, content_key, non_default
 from benchmark.io import safe_load
@@ -173,11 +174,46 @@ def test_corrupt_pretrained_checkpoint_names_the_file_and_loses_nothing(env):
 def test_store_round_trips_and_keeps_full_precision(tmp_path):
     store = Store(tmp_path / "runs.db")
     cfg = smoke_config()
-    record = runner.record_for(cfg, runner.Environment(out=tmp_path), status="done",
-                               metrics={"clean_acc": 1 / 3, "pgd_acc": 2 / 7}, cost={"x": 1.5})
+    checks = [{"name": "black_box", "flagged": True, "detail": "Square broke 9 of 10"}]
+    evaluation = Evaluation({"clean_acc": 1 / 3, "pgd_acc": 2 / 7}, {"pgd": 0.1}, [{"eps": 0.1, "acc": 2 / 7}],
+                            checks, "PGD")
+    record = runner.record_for(cfg, runner.Environment(out=tmp_path), status="done", evaluation=evaluation,
+                               cost={"x": 1.5})
     store.put(record)
     got = Store(tmp_path / "runs.db").get(cfg.key())
     assert got["metrics"]["clean_acc"] == 1 / 3 and got["pgd_acc"] == 2 / 7 and got["cost"] == {"x": 1.5}
+    assert got["checks"] == checks and got["evaluation"]["eps_sweep"][0]["acc"] == 2 / 7
+    assert got["eval_key"] == cfg.eval_key()
+
+
+def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
+    import sqlite3
+
+    from results.store import ADDED_IN, COLUMNS
+
+    old_columns = [name for name in COLUMNS if name not in ADDED_IN[2]]
+    db = sqlite3.connect(tmp_path / "runs.db")
+    db.execute(f"CREATE TABLE runs ({', '.join(f'{n} {COLUMNS[n]}' for n in old_columns)})")
+    db.execute("INSERT INTO runs (key, method, status, metrics) VALUES ('k', 'lwm', 'done', '{\"pgd_acc\": 0.5}')")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    got = Store(tmp_path / "runs.db").get("k")
+    assert got["pgd_acc"] == 0.5 and got["checks"] is None and got["eval_key"] is None
+
+
+def test_new_evaluation_settings_reevaluate_without_retraining(env, monkeypatch):
+    """A finished grid asked for another evaluator or attack strength only evaluates, from the stored model."""
+    store = Store(env.out / "runs.db")
+    first = runner.run_grid(grid(methods=("lwm",)), env, store)
+    phases = count_phases(monkeypatch)
+    more = [cfg.replace(eval=dataclasses.replace(cfg.eval, eps_sweep=[1.0, 3.0])) for cfg in grid(("lwm",))]
+    again = runner.run_grid(more, env, store)
+    assert phases == []
+    assert [r["key"] for r in again] == [r["key"] for r in first]
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in first]  # the 1x results are reused
+    assert [p["multiple"] for p in again[1]["evaluation"]["eps_sweep"]] == [1.0, 3.0]
+    assert runner.pending(more, store) == []
 
 
 def test_zero_finetune_epochs_gives_the_mask_alone_and_pretrain_objective_keys_the_cache(env):

@@ -1,0 +1,161 @@
+"""The evaluation of one trained model: evaluators in cascade, an eps sweep, and the self-checks.
+
+Evaluators run in the configured order (`clean` first). Each attack attacks only the examples that every
+attack before it left standing, so an example broken by a cheap attack is never attacked again by an
+expensive one, and an attack's accuracy is the robust accuracy under it *and every attack before it* (as
+AutoAttack reports after each of its own attacks); the last one is the worst case over attacks.
+
+Per-example results go into `folder/<evaluator>-<key>.pt`, one file per evaluator, where the key hashes the
+evaluator's settings and the keys of the evaluators before it. The file is rewritten after every batch, so a
+killed evaluation resumes at its last batch, and a re-run with one more evaluator (or one more eps) computes
+only what is missing. Batches are formed from the cascade's standing examples and each is seeded by its
+position, so a resumed evaluation gives exactly the uninterrupted result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from attacks.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator
+from benchmark.config import RunConfig, content_key
+from benchmark.datasets import make_loader, select
+from benchmark.io import atomic_save, safe_load
+from benchmark.progress import Progress
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation measured. metrics: fractions in [0, 1] (cumulative per attack, `worst_acc` last);
+    seconds: each evaluator's and check's wall time when it was computed; eps_sweep: PGD robust accuracy
+    at multiples of the evaluation eps; checks: the self-checks (attacks/checks.py)."""
+
+    metrics: dict[str, float]
+    seconds: dict[str, float]
+    eps_sweep: list[dict[str, float]]
+    checks: list[dict[str, Any]]
+    description: str
+
+    def summary(self) -> dict[str, Any]:
+        return {"seconds": self.seconds, "eps_sweep": self.eps_sweep}
+
+
+@dataclass
+class Evaluating:
+    """One model under evaluation: where its examples and stored results are, and what has run so far."""
+
+    model: nn.Module
+    examples: Dataset
+    cfg: RunConfig
+    device: torch.device
+    folder: Path | None
+    progress: Progress
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, cfg: RunConfig, indices: Tensor, after: list[str], label: str | None = None) -> \
+            tuple[Outcome, str]:
+        """Evaluator `name`'s outcome on the examples at `indices` (all others count as broken, distance NaN),
+        from its stored file where one exists. `after` are the keys of the evaluators before it in the
+        cascade; `label` names its wall time (default: the name). Returns the outcome and its key."""
+        evaluator = get_evaluator(name)
+        label = label or name
+        key = content_key({"evaluator": name, "settings": evaluator.settings(cfg), "after": after,
+                           "examples": [cfg.dataset, cfg.eval_examples], "batch": cfg.eval.batch_size})
+        path = self.folder / f"{_safe(name)}-{key}.pt" if self.folder is not None else None
+        n = len(self.examples)  # type: ignore[arg-type]
+        state = safe_load(path) if path is not None and path.exists() else {
+            "robust": torch.zeros(n, dtype=torch.bool), "distance": torch.full((n,), float("nan")),
+            "batches_done": 0, "seconds": 0.0, "complete": False}
+        batches = [b for b in torch.split(indices, cfg.eval.batch_size) if len(b)]
+        bar = self.progress.bar(total=len(batches), initial=state["batches_done"], desc=label)
+        for b in range(state["batches_done"], len(batches)):
+            began = time.perf_counter()
+            x, y = self.take(batches[b])
+            with _seeded(cfg.seed * 1_000_003 + b, self.device):
+                result = run_evaluator(evaluator, self.model, x, y, cfg)
+            state["robust"][batches[b]] = result.robust
+            state["distance"][batches[b]] = result.distance
+            state["batches_done"] = b + 1
+            state["seconds"] += time.perf_counter() - began
+            state["complete"] = b + 1 == len(batches)
+            if path is not None:
+                atomic_save(state, path)
+            bar.update(1)
+        bar.close()
+        self.seconds[label] = state["seconds"]
+        return Outcome(state["robust"], state["distance"]), key
+
+    def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        x, y = next(iter(make_loader(select(self.examples, indices), len(indices), shuffle=False)))
+        return x.to(self.device), y.to(self.device)
+
+
+def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: torch.device,
+                   folder: Path | None, progress: Progress) -> Evaluation:
+    """Evaluators in cascade, then the eps sweep and the checks (if cfg.eval.checks)."""
+    from attacks.checks import run_checks
+
+    model.eval()
+    session = Evaluating(model, examples, cfg, device, folder, progress)
+    names = evaluator_names(cfg)
+    standing = torch.arange(len(examples))  # type: ignore[arg-type]
+    outcomes: dict[str, Outcome] = {}
+    keys: list[str] = []
+    for name in names:
+        outcome, key = session.run(name, cfg, standing, keys)
+        outcomes[name] = outcome
+        keys.append(key)
+        standing = standing[outcome.robust[standing]]
+    metrics = {metric_name(name): outcomes[name].robust.float().mean().item() for name in names}
+    metrics["worst_acc"] = len(standing) / max(len(examples), 1)  # type: ignore[arg-type]
+    sweep = eps_sweep(session, outcomes["clean"], keys[0])
+    checks = run_checks(session, outcomes, sweep, keys) if cfg.eval.checks else []
+    points = [{"multiple": m, "eps": eps, "acc": o.robust.float().mean().item()} for m, eps, o in sweep]
+    return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names))
+
+
+def evaluator_names(cfg: RunConfig) -> list[str]:
+    """The configured evaluators in order, `clean` first (every attack starts from the correct examples)."""
+    return ["clean", *dict.fromkeys(n for n in cfg.eval.evaluators if n != "clean")]
+
+
+def scaled_attack(cfg: RunConfig, multiple: float) -> RunConfig:
+    """cfg with the evaluation eps and step size scaled by `multiple`."""
+    a = cfg.eval_attack
+    return cfg.replace(eval_attack=dataclasses.replace(a, eps=a.eps * multiple, step_size=a.step_size * multiple))
+
+
+def eps_sweep(session: Evaluating, clean: Outcome, clean_key: str) -> list[tuple[float, float, Outcome]]:
+    """PGD at each multiple of the evaluation eps, every point on all correctly classified examples (not in
+    cascade, so a curve that rises shows). The 1x point is the `pgd` evaluator's own result when PGD is the
+    first attack (same key)."""
+    correct = clean.robust.nonzero().flatten()
+    points = []
+    for multiple in session.cfg.eval.eps_sweep:
+        cfg = scaled_attack(session.cfg, multiple)
+        outcome, _ = session.run("pgd", cfg, correct, [clean_key], label=f"pgd@{multiple:g}x")
+        points.append((multiple, cfg.eval_attack.eps, outcome))
+    return points
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run a block under a fixed seed without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+def _safe(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "-", label)
+

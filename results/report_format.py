@@ -1,0 +1,40 @@
+"""Formatting shared by every table of the report: percent labels, mean ± std cells, row labels."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DENSE = "dense"
+MISSING = "–"
+DDOF = 1  # seeds are a small sample of possible training runs: the sample standard deviation
+
+
+def pruned_runs(group: pd.DataFrame) -> pd.DataFrame:
+    """Non-dense runs with a row ``label`` and the target sparsity in percent (rounded for grouping)."""
+    pruned = group[group["method"] != DENSE].copy()
+    pruned["sparsity_pct"] = (pruned["sparsity"] * 100).round(6)
+    pruned["label"] = row_labels(pruned)
+    return pruned
+
+
+def row_labels(pruned: pd.DataFrame) -> pd.Series:
+    """Method name, plus "(scope)" when the table mixes scopes so rows stay distinguishable."""
+    methods = pruned["method"].astype(str)
+    if pruned["scope"].nunique(dropna=False) <= 1:
+        return methods
+    return methods + " (" + pruned["scope"].astype(str) + ")"
+
+
+def percent_label(percent: float) -> str:
+    """90.0 -> "90%", 99.9 -> "99.9%" (no trailing zeros)."""
+    return f"{percent:.6f}".rstrip("0").rstrip(".") + "%"
+
+
+def format_stat(fractions: pd.Series) -> str:
+    """Mean ± sample std (ddof=1) in percent; a single value without std; no value as "–"."""
+    percent = fractions.dropna().astype(float) * 100
+    if percent.empty:
+        return MISSING
+    if len(percent) == 1:
+        return f"{percent.iloc[0]:.1f}"
+    return f"{percent.mean():.1f} ± {percent.std(ddof=DDOF):.1f}"
