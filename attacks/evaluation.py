@@ -37,17 +37,21 @@ from benchmark.progress import Progress
 @dataclass
 class Evaluation:
     """What an evaluation measured. metrics: fractions in [0, 1] (cumulative per attack, `worst_acc` last);
-    seconds: each evaluator's and check's wall time when it was computed; eps_sweep: PGD robust accuracy
-    at multiples of the evaluation eps; checks: the self-checks (attacks/checks.py)."""
+    seconds and attacked: each evaluator's and check's wall time when it was computed, and how many
+    examples it attacked; eps_sweep: PGD robust accuracy at multiples of the evaluation eps; checks: the
+    self-checks (attacks/checks.py)."""
 
     metrics: dict[str, float]
     seconds: dict[str, float]
     eps_sweep: list[dict[str, float]]
     checks: list[dict[str, Any]]
     description: str
+    attacked: dict[str, int] = field(default_factory=dict)
+
+    total_seconds: float = 0.0  # every result computed once (the sweep's 1x point may be the `pgd` result)
 
     def summary(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "eps_sweep": self.eps_sweep}
+        return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep}
 
 
 @dataclass
@@ -61,6 +65,8 @@ class Evaluating:
     folder: Path | None
     progress: Progress
     seconds: dict[str, float] = field(default_factory=dict)
+    attacked: dict[str, int] = field(default_factory=dict)
+    seconds_by_key: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, cfg: RunConfig, indices: Tensor, after: list[str], label: str | None = None) -> \
             tuple[Outcome, str]:
@@ -93,6 +99,8 @@ class Evaluating:
             bar.update(1)
         bar.close()
         self.seconds[label] = state["seconds"]
+        self.attacked[label] = len(indices)
+        self.seconds_by_key[key] = state["seconds"]
         return Outcome(state["robust"], state["distance"]), key
 
     def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,7 +129,8 @@ def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: 
     sweep = eps_sweep(session, outcomes["clean"], keys[0])
     checks = run_checks(session, outcomes, sweep, keys) if cfg.eval.checks else []
     points = [{"multiple": m, "eps": eps, "acc": o.robust.float().mean().item()} for m, eps, o in sweep]
-    return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names))
+    return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names),
+                      session.attacked, sum(session.seconds_by_key.values()))
 
 
 def evaluator_names(cfg: RunConfig) -> list[str]:

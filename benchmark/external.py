@@ -70,6 +70,6 @@ def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, name: str)
     progress = Progress(env.quiet).for_run(env.out / EXTERNAL / key / "log.txt", name)
     evaluation = evaluate_on_test(model, cfg, env, progress, env.out / EXTERNAL / key / "eval")
     record = record_for(cfg, env, status="done", evaluation=evaluation, sparsity_actual=sparsity,
-                        cost={"eval_seconds": sum(evaluation.seconds.values())})
+                        cost={"eval_seconds": evaluation.total_seconds})
     record["key"] = key
     return record

@@ -164,7 +164,7 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     trained = safe_load(folder / "trained.pt")
     model = load_state(new_model(cfg), folder / "model.pt").to(env.device)
     evaluation = evaluate_on_test(model, cfg, env, progress, folder / "eval")
-    cost = {**trained["cost"], "eval_seconds": sum(evaluation.seconds.values())}
+    cost = {**trained["cost"], "eval_seconds": evaluation.total_seconds}
     return record_for(cfg, env, status="done", evaluation=evaluation, cost=cost,
                       sparsity_actual=trained["sparsity_actual"])
 
