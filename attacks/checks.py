@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from scipy.stats import binomtest
 
-from attacks.evaluation import Evaluating, scaled_attack
-from attacks.evaluators import Outcome
+from attacks.evaluators import Outcome, scaled_attack
 from attacks.pgd import attack_loss
 from benchmark.config import RunConfig
+from benchmark.datasets import DATASETS
+
+if TYPE_CHECKING:  # the evaluation runs the checks; they only use the session it hands them
+    from attacks.evaluation import Evaluating
 
 SIGNIFICANCE = 0.01
 VANISHING_GRADIENT = 1e-10  # l1 norm of an example's input gradient below which it counts as vanished
@@ -153,8 +156,6 @@ def large_eps(session: Evaluating, clean: Outcome, clean_key: str) -> dict[str, 
 
 
 def _num_classes(cfg: RunConfig) -> int:
-    from benchmark.datasets import DATASETS
-
     return DATASETS.get(cfg.dataset).num_classes
 
 

@@ -14,7 +14,6 @@ position, so a resumed evaluation gives exactly the uninterrupted result.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import time
 from collections.abc import Iterator
@@ -27,7 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from attacks.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator
+from attacks.checks import run_checks
+from attacks.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator, scaled_attack
 from benchmark.config import RunConfig, content_key
 from benchmark.datasets import make_loader, select
 from benchmark.io import atomic_save, safe_load
@@ -47,8 +47,7 @@ class Evaluation:
     checks: list[dict[str, Any]]
     description: str
     attacked: dict[str, int] = field(default_factory=dict)
-
-    total_seconds: float = 0.0  # every result computed once (the sweep's 1x point may be the `pgd` result)
+    total_seconds: float = 0.0  # every result counted once (the sweep's 1x point may be the `pgd` result)
 
     def summary(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep}
@@ -111,8 +110,6 @@ class Evaluating:
 def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: torch.device,
                    folder: Path | None, progress: Progress) -> Evaluation:
     """Evaluators in cascade, then the eps sweep and the checks (if cfg.eval.checks)."""
-    from attacks.checks import run_checks
-
     model.eval()
     session = Evaluating(model, examples, cfg, device, folder, progress)
     names = evaluator_names(cfg)
@@ -136,12 +133,6 @@ def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: 
 def evaluator_names(cfg: RunConfig) -> list[str]:
     """The configured evaluators in order, `clean` first (every attack starts from the correct examples)."""
     return ["clean", *dict.fromkeys(n for n in cfg.eval.evaluators if n != "clean")]
-
-
-def scaled_attack(cfg: RunConfig, multiple: float) -> RunConfig:
-    """cfg with the evaluation eps and step size scaled by `multiple`."""
-    a = cfg.eval_attack
-    return cfg.replace(eval_attack=dataclasses.replace(a, eps=a.eps * multiple, step_size=a.step_size * multiple))
 
 
 def eps_sweep(session: Evaluating, clean: Outcome, clean_key: str) -> list[tuple[float, float, Outcome]]:

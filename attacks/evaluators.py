@@ -8,6 +8,7 @@ worst case over evaluators and read off the smallest perturbation found.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -121,6 +122,12 @@ def torchattacks_evaluator(attack: str) -> Evaluator:
 def metric_name(name: str) -> str:
     """The record's metric for an evaluator: clean_acc, pgd_acc, autoattack_acc, ta_square_acc, ..."""
     return f"{name.replace(TORCHATTACKS, 'ta_').lower()}_acc"
+
+
+def scaled_attack(cfg: RunConfig, multiple: float) -> RunConfig:
+    """cfg with the evaluation eps and step size scaled by `multiple` (the eps sweep, the large-eps check)."""
+    a = cfg.eval_attack
+    return cfg.replace(eval_attack=dataclasses.replace(a, eps=a.eps * multiple, step_size=a.step_size * multiple))
 
 
 def run_evaluator(evaluator: Evaluator, model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Outcome:
