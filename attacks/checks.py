@@ -110,7 +110,8 @@ def autoattack_vs_pgd(session: Evaluating, outcomes: dict[str, Outcome], pgd_key
 
 
 def _square(cfg: RunConfig) -> RunConfig:
-    return cfg.replace(eval=dataclasses.replace(cfg.eval, autoattack="square"))
+    """Square alone, with another seed than AutoAttack's own Square (which may already have run)."""
+    return cfg.replace(seed=cfg.seed + 1, eval=dataclasses.replace(cfg.eval, autoattack="square"))
 
 
 def black_box(session: Evaluating, outcomes: dict[str, Outcome], last_key: str) -> dict[str, Any]:

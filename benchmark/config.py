@@ -55,11 +55,11 @@ class EvalSettings:
     """
 
     evaluators: list[str] = field(default_factory=lambda: ["clean", "pgd", "autoattack"])
-    autoattack: str = "apgd-ce,apgd-t"  # the `quick` tier; `paper` runs the standard version
+    autoattack: str = "apgd-ce,apgd-t,square"  # the `quick` tier (Square with square_queries); `paper`: standard
     eps_sweep: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # multiples of eval_attack.eps
     checks: bool = True  # the gradient-masking self-checks (attacks/checks.py)
     check_examples: int = 100  # how many examples the costlier checks look at
-    square_queries: int = 1000  # the black-box check's query budget
+    square_queries: int = 1000  # Square's query budget in a custom AutoAttack list and in the black-box check
     batch_size: int = 256
 
 

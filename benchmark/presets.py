@@ -78,7 +78,7 @@ PRESETS.add("smoke", Preset("smoke", "seconds: 3+1+1 epochs on 512 examples, PGD
                             _smoke))
 PRESETS.add("quick", Preset("quick", "minutes on a CPU: 40+10+20 epochs on digits (15+5+10 on a 10,000-example "
                             "subset elsewhere), TRADES-10 (5 elsewhere); eval PGD-20 x 2 restarts then AutoAttack "
-                            "APGD-CE + APGD-T (1,000 examples)",
+                            "APGD-CE + APGD-T + Square 1,000 queries (1,000 examples)",
                             _quick))
 PRESETS.add("paper", Preset("paper", "HYDRA's protocol: 100+20+100 epochs, lr 0.1/0.1/0.01, TRADES-10; eval PGD-50 x 5 "
                             "restarts then AutoAttack standard, full test set",
