@@ -48,9 +48,11 @@ class Evaluation:
     description: str
     attacked: dict[str, int] = field(default_factory=dict)
     total_seconds: float = 0.0  # every result counted once (the sweep's 1x point may be the `pgd` result)
+    attack_metrics: list[str] = field(default_factory=list)  # the cascade's metrics, in order, worst last
 
     def summary(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep}
+        return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep,
+                "attack_metrics": self.attack_metrics}
 
 
 @dataclass
@@ -80,7 +82,7 @@ class Evaluating:
         n = len(self.examples)  # type: ignore[arg-type]
         state = safe_load(path) if path is not None and path.exists() else {
             "robust": torch.zeros(n, dtype=torch.bool), "distance": torch.full((n,), float("nan")),
-            "batches_done": 0, "seconds": 0.0, "complete": False}
+            "fields": {}, "batches_done": 0, "seconds": 0.0, "complete": False}
         batches = [b for b in torch.split(indices, cfg.eval.batch_size) if len(b)]
         bar = self.progress.bar(total=len(batches), initial=state["batches_done"], desc=label)
         for b in range(state["batches_done"], len(batches)):
@@ -90,6 +92,8 @@ class Evaluating:
                 result = run_evaluator(evaluator, self.model, x, y, cfg)
             state["robust"][batches[b]] = result.robust
             state["distance"][batches[b]] = result.distance
+            for name_, values in result.fields.items():
+                state["fields"].setdefault(name_, torch.zeros(n, dtype=values.dtype))[batches[b]] = values
             state["batches_done"] = b + 1
             state["seconds"] += time.perf_counter() - began
             state["complete"] = b + 1 == len(batches)
@@ -100,7 +104,7 @@ class Evaluating:
         self.seconds[label] = state["seconds"]
         self.attacked[label] = len(indices)
         self.seconds_by_key[key] = state["seconds"]
-        return Outcome(state["robust"], state["distance"]), key
+        return Outcome(state["robust"], state["distance"], state["fields"]), key
 
     def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         x, y = next(iter(make_loader(select(self.examples, indices), len(indices), shuffle=False)))
@@ -113,21 +117,34 @@ def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: 
     model.eval()
     session = Evaluating(model, examples, cfg, device, folder, progress)
     names = evaluator_names(cfg)
+    cascade = [n for n in names if get_evaluator(n).certify is None]
     standing = torch.arange(len(examples))  # type: ignore[arg-type]
     outcomes: dict[str, Outcome] = {}
     keys: list[str] = []
-    for name in names:
+    for name in cascade:
         outcome, key = session.run(name, cfg, standing, keys)
         outcomes[name] = outcome
         keys.append(key)
         standing = standing[outcome.robust[standing]]
-    metrics = {metric_name(name): outcomes[name].robust.float().mean().item() for name in names}
+    metrics = {metric_name(name): outcomes[name].robust.float().mean().item() for name in cascade}
     metrics["worst_acc"] = len(standing) / max(len(examples), 1)  # type: ignore[arg-type]
+    for name in names:
+        if name not in outcomes:
+            metrics.update(certified(session, name))
     sweep = eps_sweep(session, outcomes["clean"], keys[0])
     checks = run_checks(session, outcomes, sweep, keys) if cfg.eval.checks else []
     points = [{"multiple": m, "eps": eps, "acc": o.robust.float().mean().item()} for m, eps, o in sweep]
     return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names),
-                      session.attacked, sum(session.seconds_by_key.values()))
+                      session.attacked, sum(session.seconds_by_key.values()),
+                      [metric_name(n) for n in cascade] + ["worst_acc"])
+
+
+def certified(session: Evaluating, name: str) -> dict[str, float]:
+    """A certifier on the first certify.examples evaluation examples (all by default), not in the cascade."""
+    evaluator, cfg = get_evaluator(name), session.cfg
+    count = min(cfg.certify.examples or len(session.examples), len(session.examples))  # type: ignore[arg-type]
+    outcome, _ = session.run(name, cfg, torch.arange(count), [])
+    return evaluator.metrics({k: v[:count] for k, v in outcome.fields.items()}, cfg)
 
 
 def evaluator_names(cfg: RunConfig) -> list[str]:

@@ -17,32 +17,43 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attacks import smoothing
 from attacks.autoattack import autoattack, parse_version
 from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
 from benchmark.config import RunConfig
+from benchmark.datasets import DATASETS
 from benchmark.errors import UserError
 from benchmark.registry import Registry
 
 Attack = Callable[[nn.Module, Tensor, Tensor, RunConfig], Tensor]
+Certify = Callable[[nn.Module, Tensor, Tensor, RunConfig], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
 class Evaluator:
-    """attack: (model, x, y, cfg) -> the points to classify. settings: what its result depends on, for its key."""
+    """attack: (model, x, y, cfg) -> the points to classify. settings: what its result depends on, for its key.
 
-    attack: Attack
+    A certifier has `certify` instead: (model, x, y, cfg) -> per-example fields, "robust" among them
+    (certified and correct); it runs on the evaluation examples outside the attack cascade, and `metrics`
+    turns its stored fields into the record's metrics.
+    """
+
+    attack: Attack | None
     description: str
     settings: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
     is_attack: bool = True
+    certify: Certify | None = None
+    metrics: Callable[[dict[str, Tensor], RunConfig], dict[str, float]] | None = None
 
 
 @dataclass
 class Outcome:
     """Per example: still classified correctly, and the norm of the perturbation that broke it (0 where the
-    clean input is already wrong, NaN where the example is robust)."""
+    clean input is already wrong, NaN where the example is robust); a certifier's fields besides."""
 
     robust: Tensor
     distance: Tensor
+    fields: dict[str, Tensor] = field(default_factory=dict)
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
@@ -85,6 +96,37 @@ EVALUATORS.add("autoattack", Evaluator(
     _autoattack, "the official AutoAttack (eval.autoattack: standard, rand, or a list such as apgd-ce,apgd-t)",
     lambda cfg: {"eps": cfg.eval_attack.eps, "norm": cfg.eval_attack.norm, "version": cfg.eval.autoattack,
                  "square_queries": autoattack_queries(cfg), "seed": cfg.seed}))
+
+
+def smoothing_sigma(cfg: RunConfig) -> float:
+    return cfg.certify.sigma if cfg.certify.sigma is not None else cfg.smoothing.sigma
+
+
+def _certify_smoothed(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> dict[str, Tensor]:
+    c = cfg.certify
+    fields = smoothing.certify(model, x, n0=c.n0, n=c.n, alpha=c.alpha, sigma=smoothing_sigma(cfg),
+                               num_classes=DATASETS.get(cfg.dataset).num_classes, max_batch=c.max_batch)
+    return {**fields, "label": y.cpu(), "robust": fields["certified_class"] == y.cpu()}
+
+
+def _smoothing_metrics(fields: dict[str, Tensor], cfg: RunConfig) -> dict[str, float]:
+    """Certified accuracy at radius 0 and at each of certify.radii (abstentions count as wrong), the average
+    certified radius (0 where wrong or abstained) and PREDICT's accuracy, over the certified examples."""
+    robust, radius = fields["robust"], fields["radius"]
+    metrics = {"smoothing_acc": robust.float().mean().item(),
+               "smoothing_acr": (radius * robust).mean().item(),
+               "smoothing_predict_acc": (fields["predicted_class"] == fields["label"]).float().mean().item()}
+    for r in cfg.certify.radii:
+        metrics[f"smoothing_r{r:g}_acc"] = (robust & (radius >= r)).float().mean().item()
+    return metrics
+
+
+EVALUATORS.add("smoothing", Evaluator(
+    None, "randomized-smoothing certification, Cohen et al.'s CERTIFY and PREDICT (certify: n0, n, alpha, "
+          "sigma, radii, examples)",
+    lambda cfg: {"n0": cfg.certify.n0, "n": cfg.certify.n, "alpha": cfg.certify.alpha,
+                 "sigma": smoothing_sigma(cfg), "seed": cfg.seed},
+    is_attack=False, certify=_certify_smoothed, metrics=_smoothing_metrics))
 
 TORCHATTACKS = "torchattacks:"
 
@@ -132,6 +174,9 @@ def scaled_attack(cfg: RunConfig, multiple: float) -> RunConfig:
 
 def run_evaluator(evaluator: Evaluator, model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Outcome:
     """One batch; the model's mode and parameter gradients are left as they were."""
+    if evaluator.certify is not None:
+        fields = {k: v.cpu() for k, v in evaluator.certify(model, x, y, cfg).items()}
+        return Outcome(fields["robust"], torch.full((len(y),), float("nan")), fields)
     with torch.enable_grad():
         x_adv = evaluator.attack(model, x, y, cfg)
     return outcome(model, x, x_adv, y, cfg.eval_attack.norm)
@@ -150,9 +195,14 @@ def describe(cfg: RunConfig, examples: int, names: list[str]) -> str:
             queries = autoattack_queries(cfg)
             square = f", Square {queries} queries" if queries and "square" in cfg.eval.autoattack else ""
             parts.append(f"AutoAttack {cfg.eval.autoattack}{square}")
-        elif name != "clean":
+        elif name != "clean" and get_evaluator(name).certify is None:
             parts.append(name)
     norm = "l-inf" if cfg.eval_attack.norm == "linf" else cfg.eval_attack.norm
     attacks = " then ".join(parts) if parts else "no attack"
-    return f"{norm} eps {cfg.eval_attack.eps:.4g}: {attacks}; {examples} test examples"
+    text = f"{norm} eps {cfg.eval_attack.eps:.4g}: {attacks}; {examples} test examples"
+    if "smoothing" in names:
+        c = cfg.certify
+        text += (f"; randomized smoothing sigma {smoothing_sigma(cfg):g}, N0 {c.n0}, N {c.n}, alpha {c.alpha:g} "
+                 f"on {min(c.examples or examples, examples)} examples")
+    return text
 

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("runs"), help="the folder given to `run --out`")
     report.add_argument("--sweep-sparsity", type=float,
                         help="the sparsity whose eps sweep is plotted, e.g. 0.99 (default: the highest)")
+    report.add_argument("--cert-radius", type=float, default=0.435,
+                        help="the l2 radius of the certified-accuracy-against-sparsity plot (default 0.435)")
     return parser
 
 
@@ -318,5 +320,5 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = args.out / "runs.db"
     if not db.exists():
         raise UserError(f"no store at {db}; run `python -m benchmark run --out {args.out}` first")
-    print(write_report(Store(db).all(), args.out / "report", args.sweep_sparsity))
+    print(write_report(Store(db).all(), args.out / "report", args.sweep_sparsity, args.cert_radius))
     return 0

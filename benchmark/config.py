@@ -46,6 +46,33 @@ class AttackSettings:
 
 
 @dataclass
+class SmoothingSettings:
+    """Gaussian noise of the `smoothing` and `gaussian` objectives (pixel units), and the stability weight."""
+
+    sigma: float = 0.25
+    beta: float = 6.0  # `smoothing`: CE + beta x KL(f(x) || f(x + delta)), as HYDRA's stability training
+    draws: int = 1  # noise draws per example and step (the losses average over them)
+
+
+@dataclass
+class CertifySettings:
+    """Cohen et al.'s CERTIFY for the `smoothing` evaluator (`paper`: HYDRA's N0 100, N 10,000, alpha 0.001).
+
+    sigma None: the run's training sigma. radii: the l2 radii at which certified accuracy is reported
+    (0.435 is the l2 ball around the l-inf ball of 2/255 on 32x32x3, the radius read as HYDRA's vra-s).
+    examples: how many evaluation examples are certified (None: all). max_batch: noisy inputs per forward.
+    """
+
+    n0: int = 100
+    n: int = 10_000
+    alpha: float = 0.001
+    sigma: float | None = None
+    radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.435, 0.5, 0.75, 1.0])
+    examples: int | None = None
+    max_batch: int = 4096
+
+
+@dataclass
 class EvalSettings:
     """What evaluates a trained model, beyond the PGD settings of `eval_attack`; none of it is in a run's key.
 
@@ -96,6 +123,8 @@ class RunConfig:
     train_examples: int | None = None  # None: the whole training split
     eval_examples: int | None = None  # None: the whole test split
     eval: EvalSettings = field(default_factory=EvalSettings)
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    certify: CertifySettings = field(default_factory=CertifySettings)
 
     @property
     def effective_pretrain_objective(self) -> str:
@@ -122,6 +151,7 @@ class RunConfig:
         shared = {k: d[k] for k in ("dataset", "arch", "seed", "pretrain", "train_attack", "trades_beta",
                                      "train_examples")}
         shared["objective"] = self.effective_pretrain_objective
+        shared.update({k: d[k] for k in OBJECTIVE_SETTINGS.get(shared["objective"], ())})
         return shared
 
     def pretrain_key(self) -> str:
@@ -132,7 +162,10 @@ class RunConfig:
 
 
 # Settings that only the evaluation reads.
-EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval")
+EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval", "certify")
+
+# Settings that only some objectives read (beyond train_attack and trades_beta, which every pretrain key holds).
+OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {"smoothing": ("smoothing",), "gaussian": ("smoothing",)}
 
 # Settings that only one method reads: a change to them leaves every other method's cached runs valid.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {

@@ -88,3 +88,35 @@ class Trades(Objective):
         adv_logits = model(x_adv)
         kl = F.kl_div(F.log_softmax(adv_logits, dim=1), F.softmax(logits, dim=1), reduction="sum") / x.shape[0]
         return F.cross_entropy(logits, y) + self.cfg.trades_beta * kl, logits
+
+
+def _noisy(x: Tensor, sigma: float) -> Tensor:
+    """x + N(0, sigma^2) in pixel space, not clipped (as Cohen et al. and HYDRA)."""
+    return x + sigma * torch.randn_like(x)
+
+
+@register_objective
+class StabilitySmoothing(Objective):
+    name = "smoothing"
+    description = ("randomized-smoothing training (HYDRA's, for CIFAR/SVHN): CE + beta x KL(f(x) || f(x + N(0, "
+                   "sigma^2))), smoothing.sigma 0.25, beta 6")
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.cfg.smoothing
+        logits = model(x)
+        target = F.softmax(logits, dim=1)  # not detached, as in TRADES and HYDRA's code
+        kl = sum(F.kl_div(F.log_softmax(model(_noisy(x, s.sigma)), dim=1), target, reduction="sum")
+                 for _ in range(s.draws)) / (s.draws * x.shape[0])
+        return F.cross_entropy(logits, y) + s.beta * kl, logits
+
+
+@register_objective
+class GaussianAugmentation(Objective):
+    name = "gaussian"
+    description = "Gaussian data augmentation (Cohen et al. 2019; HYDRA's ImageNet): CE(f(x + N(0, sigma^2)), y)"
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.cfg.smoothing
+        noisy = _noisy(x.repeat(s.draws, *[1] * (x.dim() - 1)), s.sigma)
+        logits = model(noisy)
+        return F.cross_entropy(logits, y.repeat(s.draws)), logits[: len(y)]

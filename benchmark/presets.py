@@ -37,6 +37,7 @@ def _smoke(info: DatasetInfo) -> dict[str, Any]:
         "eval_attack": {"steps": 5, "restarts": 1},
         "eval": {"evaluators": ["clean", "pgd"], "eps_sweep": [0.5, 1.0, 2.0], "check_examples": 32,
                  "square_queries": 100},
+        "certify": {"n0": 20, "n": 200, "examples": 32},
         "admm": {"epochs": 1, "batch_size": 32},
         "lottery": {"epochs": 1, "batch_size": 32},
         "lottery_rate": 0.7,
@@ -47,7 +48,7 @@ def _smoke(info: DatasetInfo) -> dict[str, Any]:
 
 def _quick(info: DatasetInfo) -> dict[str, Any]:
     if info.name in SMALL_DATASETS:
-        return {}  # RunConfig's defaults are the quick preset on digits
+        return {"certify": {"n": 1000}}  # otherwise RunConfig's defaults are the quick preset on digits
     return {
         "pretrain": {"epochs": 15},
         "prune": {"epochs": 5},
@@ -57,6 +58,7 @@ def _quick(info: DatasetInfo) -> dict[str, Any]:
         "train_attack": {"steps": 5},
         "train_examples": 10000,
         "eval_examples": 1000,
+        "certify": {"n": 1000, "examples": 500},
     }
 
 

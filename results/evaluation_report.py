@@ -7,6 +7,7 @@ index points back at its records for what the frame does not flatten (the sweep 
 from __future__ import annotations
 
 import io
+import re
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -19,10 +20,109 @@ NO_FLAGS = "none"
 
 
 def metric_columns(records: list[dict]) -> list[str]:
-    """Every metric any record has: clean, PGD and AutoAttack first, other attacks by name, the worst case last."""
-    found = {name for r in records for name in (r.get("metrics") or {})}
+    """The attack cascade's metrics of any record: clean, PGD and AutoAttack first, other attacks by name, the
+    worst case last. Records from before certifiers existed count every metric as an attack's."""
+    found = {name for r in records for name in _attack_metrics(r)}
     rest = sorted(found - set(FIRST_METRICS) - {WORST})
     return [m for m in FIRST_METRICS if m in found] + rest + ([WORST] if WORST in found else [])
+
+
+def _attack_metrics(record: dict) -> list[str]:
+    listed = (record.get("evaluation") or {}).get("attack_metrics")
+    return listed if listed is not None else list(record.get("metrics") or {})
+
+
+def certified_columns(records: list[dict]) -> list[str]:
+    """Certifiers' metrics of any record (those outside the attack cascade): PREDICT's accuracy, certified
+    accuracy by radius, then the average certified radius."""
+    found = {name for r in records for name in (r.get("metrics") or {}) if name not in _attack_metrics(r)}
+    radii = sorted((m for m in found if _radius(m) is not None), key=_radius)
+    return sorted(m for m in found if m.endswith("_predict_acc")) + radii + sorted(m for m in found
+                                                                                 if m.endswith("_acr"))
+
+
+def _radius(metric: str) -> float | None:
+    """smoothing_r0.25_acc -> 0.25."""
+    match = re.fullmatch(r".+_r([0-9.]+)_acc", metric)
+    return float(match.group(1)) if match else None
+
+
+def certified_table(group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """One row per method and sparsity: clean accuracy of the base model, then each certified metric (mean ± std
+    over done seeds; accuracies in %, average radii as numbers)."""
+    done = group[group["status"] == "done"]
+    rows = []
+    for label, sparsity, runs in _method_rows(done):
+        rows.append([label, percent_label(sparsity), format_stat(runs["clean_acc"]),
+                     *(_format_radius(runs[m]) if m.endswith("_acr") else format_stat(runs[m]) for m in columns)])
+    return pd.DataFrame(rows, columns=["method", "sparsity", "clean", *map(_certified_label, columns)]
+                        ).set_index("method")
+
+
+def _certified_label(metric: str) -> str:
+    if metric.endswith("_predict_acc"):
+        return "smoothed (PREDICT)"
+    if metric.endswith("_acr"):
+        return "ACR"
+    return f"r = {_radius(metric):g}"
+
+
+def _format_radius(values: pd.Series) -> str:
+    values = values.dropna().astype(float)
+    if values.empty:
+        return MISSING
+    return f"{values.iloc[0]:.3f}" if len(values) == 1 else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+
+
+def certified_caption(description: str) -> str:
+    return ("certified accuracy (%) of the smoothed classifier at each l2 radius (correct and not abstained, "
+            f"radius at least r), PREDICT's accuracy and the average certified radius (ACR) — {description}")
+
+
+def _method_rows(done: pd.DataFrame):
+    """(label, sparsity in percent, runs): the dense model first, then each method and sparsity."""
+    dense = done[done["method"] == DENSE]
+    if len(dense):
+        yield DENSE, 0.0, dense
+    for (label, sparsity), runs in pruned_runs(done).groupby(["label", "sparsity_pct"], sort=True):
+        yield str(label), sparsity, runs
+
+
+def certified_png(title: str, group: pd.DataFrame, columns: list[str], sparsity_pct: float,
+                  radius: float) -> bytes:
+    """Two panels: certified accuracy against radius at one sparsity, and against sparsity at one radius."""
+    radii = [c for c in columns if _radius(c) is not None]
+    done = group[group["status"] == "done"]
+    fig = Figure(figsize=(11.0, 4.4), layout="constrained")
+    by_radius, by_sparsity = fig.subplots(1, 2)
+    rows = list(_method_rows(done))
+    for index, (label, sparsity, runs) in enumerate(rows):
+        style = {"color": "black" if label == DENSE else f"C{index % 10}", "marker": "o",
+                 "linestyle": ":" if label == DENSE else "-"}
+        if label == DENSE or sparsity == sparsity_pct:
+            by_radius.plot([_radius(c) for c in radii], [runs[c].mean() * 100 for c in radii], label=label,
+                           **style)
+    metric = min(radii, key=lambda c: abs(_radius(c) - radius))
+    stats = pruned_runs(done).groupby(["label", "sparsity_pct"])[metric].mean().reset_index()
+    sparsities = sorted(stats["sparsity_pct"].unique())
+    for index, (label, points) in enumerate(stats.groupby("label", sort=True)):
+        by_sparsity.plot([sparsities.index(s) for s in points["sparsity_pct"]], points[metric] * 100, marker="o",
+                         color=f"C{index % 10}", label=str(label))
+    dense_value = done[done["method"] == DENSE][metric].mean() * 100
+    if pd.notna(dense_value):
+        by_sparsity.axhline(dense_value, color="black", linestyle=":", label="dense")
+    by_radius.set(xlabel="l2 radius", ylabel="certified accuracy (%)",
+                  title=f"{title} · {percent_label(sparsity_pct)} sparsity")
+    by_sparsity.set(xlabel="target sparsity", ylabel="certified accuracy (%)",
+                    title=f"{title} · radius {_radius(metric):g}")
+    by_sparsity.set_xticks(range(len(sparsities)), [percent_label(s) for s in sparsities])
+    for ax in (by_radius, by_sparsity):
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    return buffer.getvalue()
 
 
 def flags_of(record: dict) -> str | None:
@@ -37,13 +137,7 @@ def attack_table(group: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per method and sparsity (the dense model first): each metric's mean ± std over done seeds, and
     the checks flagged in any seed."""
     done = group[group["status"] == "done"]
-    rows = []
-    dense = done[done["method"] == DENSE]
-    if len(dense):
-        rows.append(_attack_row(DENSE, 0.0, dense, metrics))
-    pruned = pruned_runs(done)
-    for (label, sparsity), runs in pruned.groupby(["label", "sparsity_pct"], sort=True):
-        rows.append(_attack_row(str(label), sparsity, runs, metrics))
+    rows = [_attack_row(label, sparsity, runs, metrics) for label, sparsity, runs in _method_rows(done)]
     columns = ["method", "sparsity", *(m.removesuffix("_acc") for m in metrics), "flags"]
     return pd.DataFrame(rows, columns=columns).set_index("method")
 

@@ -53,6 +53,7 @@ KEY_COLUMNS = ["dataset", "arch", "objective"]
 FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "cost_epochs", "cost_passes", "cost_seconds"]
 METRIC_COLUMNS = ["clean_acc", "robust_acc"]  # the comparison table's two numbers
 DENSE_COLUMN = "0%"
+CERT_RADIUS = 0.435  # the l2 radius read as HYDRA's vra-s (see ../shared/reference/hydra_protocol.md)
 FAILED = "failed"
 ERROR_CHARS = 200
 
@@ -71,7 +72,9 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     ``flags`` names the self-checks that fired. Missing values become NaN/None; ``seed`` is a nullable
     integer so it stays an int in CSV.
     """
-    metrics = [m for m in ev.metric_columns(records) if m not in COLUMNS]
+    found = ev.metric_columns(records) + ev.certified_columns(records)
+    found += sorted({m for r in records for m in (r.get("metrics") or {})} - set(found))
+    metrics = [m for m in found if m not in COLUMNS]
     frame = pd.DataFrame([_record_row(r, metrics) for r in records], columns=[*COLUMNS, *metrics])
     for column in [*FLOAT_COLUMNS, "clean_acc", "pgd_acc", "robust_acc", *metrics]:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
@@ -288,11 +291,14 @@ def _plot_dense(ax: Axes, group: pd.DataFrame) -> None:
 # ---------------------------------------------------------------------------- files
 
 
-def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | None = None) -> str:
+def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | None = None,
+                 cert_radius: float = CERT_RADIUS) -> str:
     """Write results.csv and per-table .md/.csv/.tex/.png into ``out_dir``; return the markdown.
 
-    Per table: the comparison, the accuracy under each attack with the self-check flags, the cost, and the
-    eps sweep at ``sweep_sparsity`` (default: the highest sparsity) as a table and ``<table>_eps.png``. The
+    Per table: the comparison, the accuracy under each attack with the self-check flags, certified accuracy
+    where a certifier ran (``<table>_certified.png``: against radius at ``sweep_sparsity``, against sparsity at
+    ``cert_radius``), the cost, and the eps sweep at ``sweep_sparsity`` (default: the highest sparsity) as a
+    table and ``<table>_eps.png``. The
     returned text is every table's markdown, followed (if any run failed) by a "Failed runs:" line and one
     line per failed run with its error truncated to 200 characters.
     """
@@ -300,8 +306,8 @@ def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = records_frame(records)
     _write_text(out_dir / "results.csv", frame.to_csv(index=False))
-    metrics = ev.metric_columns(records)
-    sections = [_write_table_files(key, group, out_dir, records, metrics, sweep_sparsity)
+    columns = ev.metric_columns(records), ev.certified_columns(records)
+    sections = [_write_table_files(key, group, out_dir, records, columns, sweep_sparsity, cert_radius)
                 for key, group in _groups(frame)]
     failures = failure_lines(frame)
     if failures:
@@ -309,8 +315,9 @@ def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | Non
     return "\n\n".join(sections) + "\n" if sections else "No runs.\n"
 
 
-def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, records: list[dict], metrics: list[str],
-                       sweep_sparsity: float | None) -> str:
+def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, records: list[dict],
+                       columns: tuple[list[str], list[str]], sweep_sparsity: float | None, cert_radius: float) -> str:
+    metrics, certified = columns
     table = _comparison_table(group)
     costs = cost_table(group)
     stem = "_".join(_safe_name(part) for part in key)
@@ -319,6 +326,15 @@ def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, record
     if len(attacks) and metrics:
         markdown += "\n\n" + render_markdown(key, attacks, ev.attack_caption(), heading="#### attacks:")
         _write_text(out_dir / f"{stem}_attacks.csv", attacks.to_csv())
+    if certified:
+        cert = ev.certified_table(group, certified)
+        markdown += "\n\n" + render_markdown(key, cert, ev.certified_caption(_robust_description(group)),
+                                             heading="#### certified:")
+        _write_text(out_dir / f"{stem}_certified.csv", cert.to_csv())
+        highest = pruned_runs(group)["sparsity_pct"].max()
+        chosen_sparsity = round(sweep_sparsity * 100, 6) if sweep_sparsity is not None else highest
+        atomic_write_bytes(ev.certified_png(" · ".join(key), group, certified, chosen_sparsity, cert_radius),
+                           out_dir / f"{stem}_certified.png")
     flags = ev.flag_lines(group, records)
     if flags:
         markdown += "\n\nSelf-checks that fired:\n" + "\n".join(flags)

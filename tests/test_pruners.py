@@ -65,8 +65,9 @@ def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits
         assert torch.all(w[~mask[name]] == 0)
 
 
+@pytest.mark.parametrize("objective", ["trades", "smoothing"])
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_masked_weights_stay_zero_after_every_step_of_every_phase(method, env, monkeypatch):
+def test_masked_weights_stay_zero_after_every_step_of_every_phase(method, objective, env, monkeypatch):
     """Runs a whole smoke cell; after every optimizer step of every phase with a mask, masked weights are 0.
 
     Phases before the mask exists (a pruner's own) are checked against the mask the pruner would hand over
@@ -86,8 +87,9 @@ def test_masked_weights_stay_zero_after_every_step_of_every_phase(method, env, m
         return real_run_phase(model, phase, *args, **kwargs)
 
     monkeypatch.setattr(runner.train, "run_phase", run_phase_checked)
-    cfg = smoke_config().replace(method=method, sparsity=0.9)
+    cfg = smoke_config(objective=objective).replace(method=method, sparsity=0.9)
     record = run_cell(cfg, env)
+    assert record["status"] == "done" and record["objective"] == objective
     assert checked["steps"] > 0 or cfg.finetune.epochs == 0
     assert record["sparsity_actual"] == pytest.approx(0.9, abs=0.005)
     exported = safe_load(runner.run_dir(env, cfg) / "model.pt")
