@@ -14,6 +14,7 @@ noisy inputs at a time; they use the caller's random state (the evaluation seeds
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from scipy.stats import beta, binomtest, norm
 from torch import Tensor, nn
 
@@ -39,10 +40,10 @@ def class_counts(model: nn.Module, x: Tensor, draws: int, sigma: float, num_clas
             done = 0
             while done < draws:
                 take = min(draws - done, max(1, max_batch // len(chunk)))
-                copies = chunk.repeat_interleave(take, dim=0)
-                predictions = model(copies + sigma * torch.randn_like(copies)).argmax(dim=1)
-                rows = torch.arange(len(chunk), device=x.device).repeat_interleave(take) + start
-                counts.index_put_((rows, predictions), torch.ones_like(predictions), accumulate=True)
+                noise = torch.randn(len(chunk), take, *chunk.shape[1:], device=x.device, dtype=x.dtype)
+                noisy = noise.mul_(sigma).add_(chunk[:, None])  # in place: one buffer of take copies
+                predictions = model(noisy.flatten(0, 1)).argmax(dim=1).view(len(chunk), take)
+                counts[start:start + len(chunk)] += F.one_hot(predictions, num_classes).sum(dim=1)
                 done += take
     return counts
 
