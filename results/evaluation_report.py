@@ -96,18 +96,18 @@ def certified_png(title: str, group: pd.DataFrame, columns: list[str], sparsity_
     fig = Figure(figsize=(11.0, 4.4), layout="constrained")
     by_radius, by_sparsity = fig.subplots(1, 2)
     rows = list(_method_rows(done))
-    for index, (label, sparsity, runs) in enumerate(rows):
-        style = {"color": "black" if label == DENSE else f"C{index % 10}", "marker": "o",
-                 "linestyle": ":" if label == DENSE else "-"}
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted({r[0] for r in rows} - {DENSE}))}
+    for label, sparsity, runs in rows:
+        style = {"color": colors.get(label, "black"), "marker": "o", "linestyle": ":" if label == DENSE else "-"}
         if label == DENSE or sparsity == sparsity_pct:
             by_radius.plot([_radius(c) for c in radii], [runs[c].mean() * 100 for c in radii], label=label,
                            **style)
     metric = min(radii, key=lambda c: abs(_radius(c) - radius))
     stats = pruned_runs(done).groupby(["label", "sparsity_pct"])[metric].mean().reset_index()
     sparsities = sorted(stats["sparsity_pct"].unique())
-    for index, (label, points) in enumerate(stats.groupby("label", sort=True)):
+    for label, points in stats.groupby("label", sort=True):
         by_sparsity.plot([sparsities.index(s) for s in points["sparsity_pct"]], points[metric] * 100, marker="o",
-                         color=f"C{index % 10}", label=str(label))
+                         color=colors[label], label=str(label))
     dense_value = done[done["method"] == DENSE][metric].mean() * 100
     if pd.notna(dense_value):
         by_sparsity.axhline(dense_value, color="black", linestyle=":", label="dense")
