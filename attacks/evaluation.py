@@ -3,7 +3,8 @@
 Evaluators run in the configured order (`clean` first). Each attack attacks only the examples that every
 attack before it left standing, so an example broken by a cheap attack is never attacked again by an
 expensive one, and an attack's accuracy is the robust accuracy under it *and every attack before it* (as
-AutoAttack reports after each of its own attacks); the last one is the worst case over attacks.
+AutoAttack reports after each of its own attacks); the last one is the worst case over attacks. Certifiers
+(randomized smoothing) run outside the cascade, on the first `certify.examples` examples.
 
 Per-example results go into `folder/<evaluator>-<key>.pt`, one file per evaluator, where the key hashes the
 evaluator's settings and the keys of the evaluators before it. The file is rewritten after every batch, so a

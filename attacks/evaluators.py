@@ -41,7 +41,6 @@ class Evaluator:
     attack: Attack | None
     description: str
     settings: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
-    is_attack: bool = True
     certify: Certify | None = None
     metrics: Callable[[dict[str, Tensor], RunConfig], dict[str, float]] | None = None
 
@@ -88,8 +87,8 @@ def _autoattack(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tenso
                       square_queries=autoattack_queries(cfg))
 
 
-EVALUATORS.add("clean", Evaluator(lambda model, x, y, cfg: x, "clean accuracy: the prediction on the unperturbed input",
-                                  is_attack=False))
+EVALUATORS.add("clean", Evaluator(lambda model, x, y, cfg: x,
+                                  "clean accuracy: the prediction on the unperturbed input"))
 EVALUATORS.add("pgd", Evaluator(_pgd, "PGD robust accuracy (eval_attack: norm, eps, steps, step size, restarts, "
                                       "loss, targeted; worst case over restarts)", _attack_settings))
 EVALUATORS.add("autoattack", Evaluator(
@@ -126,7 +125,7 @@ EVALUATORS.add("smoothing", Evaluator(
           "sigma, radii, examples)",
     lambda cfg: {"n0": cfg.certify.n0, "n": cfg.certify.n, "alpha": cfg.certify.alpha,
                  "sigma": smoothing_sigma(cfg), "seed": cfg.seed},
-    is_attack=False, certify=_certify_smoothed, metrics=_smoothing_metrics))
+    certify=_certify_smoothed, metrics=_smoothing_metrics))
 
 TORCHATTACKS = "torchattacks:"
 
