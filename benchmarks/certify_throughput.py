@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +23,7 @@ from benchmark.datasets import DATASETS
 from benchmark.models import build_model
 
 
-def timed(fn, device: str) -> float:
+def timed(fn: Callable[[], None], device: str) -> float:
     began = time.perf_counter()
     fn()
     if device == "cuda":

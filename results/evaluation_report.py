@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -79,7 +80,7 @@ def certified_caption(description: str) -> str:
             f"radius at least r), PREDICT's accuracy and the average certified radius (ACR) — {description}")
 
 
-def _method_rows(done: pd.DataFrame):
+def _method_rows(done: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]:
     """(label, sparsity in percent, runs): the dense model first, then each method and sparsity."""
     dense = done[done["method"] == DENSE]
     if len(dense):
