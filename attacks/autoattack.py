@@ -3,7 +3,7 @@
 AutoAttack runs its attacks in sequence, each on the examples the ones before it left standing, and returns
 per example the adversarial point it found (the input itself where none). Versions: `standard` (APGD-CE,
 APGD-T, FAB-T, Square), `rand` (APGD-CE and APGD-DLR with expectation over transformation, for randomized
-models) and custom lists such as `apgd-ce,apgd-t`, the cheaper tier of the `quick` preset.
+models) and custom lists such as `apgd-ce,apgd-t,square`, the cheaper tier of the `quick` preset.
 """
 
 from __future__ import annotations

@@ -134,9 +134,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Hash of the non-default settings that can affect the trained model (other methods' settings and
-        the evaluation left out: a new evaluator or attack strength re-evaluates, it does not retrain)."""
+        """Hash of the non-default settings that can affect the trained model (other methods' and unused
+        objectives' settings and the evaluation left out: a new evaluator or attack strength re-evaluates, it
+        does not retrain)."""
         foreign = {name for method, names in METHOD_SETTINGS.items() if method != self.method for name in names}
+        used = {self.objective, self.effective_pretrain_objective}
+        read = {name for objective in used for name in OBJECTIVE_SETTINGS.get(objective, ())}
+        foreign.update({name for names in OBJECTIVE_SETTINGS.values() for name in names} - read)
         foreign.update(EVAL_SETTINGS)
         return content_key({k: v for k, v in non_default(self).items() if k not in foreign})
 

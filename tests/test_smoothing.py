@@ -147,3 +147,6 @@ def test_smoothing_settings_key_only_the_runs_that_use_them():
     smooth = smoke_config(objective="smoothing")
     assert smooth.replace(smoothing=smooth.smoothing.__class__(sigma=0.5)).pretrain_key() != smooth.pretrain_key()
     assert math.isclose(smooth.smoothing.sigma, 0.25)
+    # a run that trains with neither noise objective keeps its key whatever the noise settings
+    assert base.replace(smoothing=base.smoothing.__class__(sigma=0.5)).key() == base.key()
+    assert smooth.replace(smoothing=smooth.smoothing.__class__(sigma=0.5)).key() != smooth.key()
