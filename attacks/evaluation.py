@@ -4,7 +4,8 @@ Evaluators run in the configured order (`clean` first). Each attack attacks only
 attack before it left standing, so an example broken by a cheap attack is never attacked again by an
 expensive one, and an attack's accuracy is the robust accuracy under it *and every attack before it* (as
 AutoAttack reports after each of its own attacks); the last one is the worst case over attacks. Certifiers
-(randomized smoothing) run outside the cascade, on the first `certify.examples` examples.
+(randomized smoothing, bound propagation) run outside the cascade, each on its first examples (`certify.examples`,
+`verify.examples`); a bound certifier's verified examples are then held to the attacks (the soundness check).
 
 Per-example results go into `folder/<evaluator>-<key>.pt`, one file per evaluator, where the key hashes the
 evaluator's settings and the keys of the evaluators before it. The file is rewritten after every batch, so a
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from attacks import verification
 from attacks.checks import run_checks
 from attacks.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator, scaled_attack
 from benchmark.config import RunConfig, content_key
@@ -50,6 +52,7 @@ class Evaluation:
     attacked: dict[str, int] = field(default_factory=dict)
     total_seconds: float = 0.0  # every result counted once (the sweep's 1x point may be the `pgd` result)
     attack_metrics: list[str] = field(default_factory=list)  # the cascade's metrics, in order, worst last
+    failure: str | None = None  # why the run counts as failed (a verified example an attack broke)
 
     def summary(self) -> dict[str, Any]:
         return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep,
@@ -129,23 +132,51 @@ def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: 
         standing = standing[outcome.robust[standing]]
     metrics = {metric_name(name): outcomes[name].robust.float().mean().item() for name in cascade}
     metrics["worst_acc"] = len(standing) / max(len(examples), 1)  # type: ignore[arg-type]
+    verified: dict[str, dict[str, Tensor]] = {}
     for name in names:
         if name not in outcomes:
-            metrics.update(certified(session, name))
+            found, fields = certified(session, name)
+            metrics.update(found)
+            if name in verification.CERTIFIERS:
+                verified[name] = fields
     sweep = eps_sweep(session, outcomes["clean"], keys[0])
     checks = run_checks(session, outcomes, sweep, keys) if cfg.eval.checks else []
+    failure = None
+    if verified:
+        metrics.update(verification.best_metrics(verified, cfg))
+        soundness = verification.soundness(verified, broken_by_attacks(outcomes["clean"], standing, len(cascade),
+                                                                       sweep), cfg.eval_attack.eps)
+        checks.append(soundness)
+        failure = f"unsound verification: {soundness['detail']}" if soundness["flagged"] else None
     points = [{"multiple": m, "eps": eps, "acc": o.robust.float().mean().item()} for m, eps, o in sweep]
     return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names),
                       session.attacked, sum(session.seconds_by_key.values()),
-                      [metric_name(n) for n in cascade] + ["worst_acc"])
+                      [metric_name(n) for n in cascade] + ["worst_acc"], failure)
 
 
-def certified(session: Evaluating, name: str) -> dict[str, float]:
-    """A certifier on the first certify.examples evaluation examples (all by default), not in the cascade."""
+def certified(session: Evaluating, name: str) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """A certifier on its first evaluation examples (all by default), not in the cascade: its metrics and its
+    per-example fields on those examples."""
     evaluator, cfg = get_evaluator(name), session.cfg
-    count = min(cfg.certify.examples or len(session.examples), len(session.examples))  # type: ignore[arg-type]
+    count = min(evaluator.examples(cfg) or len(session.examples), len(session.examples))  # type: ignore[arg-type]
     outcome, _ = session.run(name, cfg, torch.arange(count), [])
-    return evaluator.metrics({k: v[:count] for k, v in outcome.fields.items()}, cfg)
+    fields = {k: v[:count] for k, v in outcome.fields.items()}
+    return evaluator.metrics(fields, cfg), fields
+
+
+def broken_by_attacks(clean: Outcome, standing: Tensor, cascade: int,
+                      sweep: list[tuple[float, float, Outcome]]) -> Tensor | None:
+    """Correct examples an attack broke at the evaluation eps (by the cascade, or the sweep's 1x PGD point);
+    None when no attack ran at that eps."""
+    correct = clean.robust
+    survived = torch.zeros_like(correct)
+    survived[standing] = True
+    broken = correct & ~survived if cascade > 1 else None
+    for multiple, _, outcome in sweep:
+        if multiple == 1.0:
+            at_eps = correct & ~outcome.robust
+            broken = at_eps if broken is None else broken | at_eps
+    return broken
 
 
 def evaluator_names(cfg: RunConfig) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks import smoothing
+from attacks import smoothing, verification
 from attacks.autoattack import autoattack, parse_version
 from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
 from benchmark.config import RunConfig
@@ -43,6 +43,7 @@ class Evaluator:
     settings: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
     certify: Certify | None = None
     metrics: Callable[[dict[str, Tensor], RunConfig], dict[str, float]] | None = None
+    examples: Callable[[RunConfig], int | None] = field(default=lambda cfg: None)  # a certifier's: None = all
 
 
 @dataclass
@@ -125,7 +126,15 @@ EVALUATORS.add("smoothing", Evaluator(
           "sigma, radii, examples)",
     lambda cfg: {"n0": cfg.certify.n0, "n": cfg.certify.n, "alpha": cfg.certify.alpha,
                  "sigma": smoothing_sigma(cfg), "seed": cfg.seed},
-    certify=_certify_smoothed, metrics=_smoothing_metrics))
+    certify=_certify_smoothed, metrics=_smoothing_metrics, examples=lambda cfg: cfg.certify.examples))
+
+for _name, _line in (("ibp", "interval bound propagation (IBP)"),
+                     ("crown", "CROWN with CROWN bounds on every ReLU input (tightest here, costliest)"),
+                     ("sym", "symbolic intervals, as MixTrain's verification")):
+    EVALUATORS.add(_name, Evaluator(
+        None, f"verified accuracy by {_line} at the evaluation eps and verify.eps_multiples of it (verify.*)",
+        verification.certifier_settings(_name), certify=verification.certifier(_name),
+        metrics=verification.certifier_metrics(_name), examples=lambda cfg: cfg.verify.examples))
 
 TORCHATTACKS = "torchattacks:"
 
@@ -199,6 +208,7 @@ def describe(cfg: RunConfig, examples: int, names: list[str]) -> str:
     norm = "l-inf" if cfg.eval_attack.norm == "linf" else cfg.eval_attack.norm
     attacks = " then ".join(parts) if parts else "no attack"
     text = f"{norm} eps {cfg.eval_attack.eps:.4g}: {attacks}; {examples} test examples"
+    text += verification.describe(cfg, names, examples)
     if "smoothing" in names:
         c = cfg.certify
         text += (f"; randomized smoothing sigma {smoothing_sigma(cfg):g}, N0 {c.n0}, N {c.n}, alpha {c.alpha:g} "

@@ -182,10 +182,12 @@ def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], li
 
     cfg = RunConfig(dataset=info.name, arch=arch, objective=objective, pretrain_objective=pretrain_objective,
                     scope=scope, preset=preset.name)
-    cfg = apply_overrides(cfg, preset.overrides(info), f"preset {preset.name}")
+    cfg = apply_overrides(cfg, preset.overrides(info, cfg), f"preset {preset.name}")
     cfg = apply_overrides(cfg, {k: v for k, v in options.items() if k not in GRID_KEYS}, "settings")
-    cfg = resolve_attacks(cfg, info.eps, info.step_size)
+    eps = info.verify_eps if OBJECTIVES.get(cfg.objective).bound_based else info.eps
+    cfg = resolve_attacks(cfg, eps, info.step_size * eps / info.eps)
     check_evaluation(cfg)
+    check_bound_support(cfg)
     for name in methods:  # a pruner checks its own settings when built: fail now, not cell by cell
         for sparsity in sparsities:
             build_pruner(name, cfg.replace(method=name, sparsity=sparsity))
@@ -220,6 +222,26 @@ def check_evaluation(cfg: RunConfig) -> None:
     parse_version(cfg.eval.autoattack)
     if any(m <= 0 for m in cfg.eval.eps_sweep) or cfg.eval.check_examples < 1 or cfg.eval.batch_size < 1:
         raise UserError("eval: eps_sweep multiples must be positive, check_examples and batch_size at least 1")
+
+
+def check_bound_support(cfg: RunConfig) -> None:
+    """Bound-based objectives and verification evaluators need a model bound propagation supports: fail here,
+    before any training, with the layer and what needs it."""
+    from attacks.bounds import layers_of
+    from attacks.verification import CERTIFIERS
+    from benchmark.objectives import OBJECTIVES
+    from benchmark.runner import new_model
+
+    objectives = [n for n in dict.fromkeys((cfg.objective, cfg.effective_pretrain_objective))
+                  if OBJECTIVES.get(n).bound_based]
+    evaluators = [n for n in cfg.eval.evaluators if n in CERTIFIERS]
+    if evaluators and cfg.eval_attack.norm != "linf":
+        raise UserError(f"evaluators {', '.join(evaluators)} verify l-inf boxes; eval_attack.norm is "
+                        f"{cfg.eval_attack.norm}")
+    needed = [f"objective {', '.join(objectives)}" * bool(objectives),
+              f"evaluators {', '.join(evaluators)}" * bool(evaluators)]
+    if objectives or evaluators:
+        layers_of(new_model(cfg), needed_by=" and ".join(filter(None, needed)))
 
 
 def pick_device(choice: str) -> str:

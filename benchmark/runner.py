@@ -131,7 +131,7 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
         if epoch + 1 in REWIND_EPOCHS:
             atomic_save(model.state_dict(), folder / f"epoch_{epoch + 1}.pt")
 
-    phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg),
+    phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg, ramped=True),
                         list(model.parameters()), folder / "pretrain.ckpt.pt", on_epoch_end=keep_rewind_point)
     cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"))
     atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
@@ -165,8 +165,8 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     model = load_state(new_model(cfg), folder / "model.pt").to(env.device)
     evaluation = evaluate_on_test(model, cfg, env, progress, folder / "eval")
     cost = {**trained["cost"], "eval_seconds": evaluation.total_seconds}
-    return record_for(cfg, env, status="done", evaluation=evaluation, cost=cost,
-                      sparsity_actual=trained["sparsity_actual"])
+    return record_for(cfg, env, status="failed" if evaluation.failure else "done", evaluation=evaluation,
+                      cost=cost, sparsity_actual=trained["sparsity_actual"], error=evaluation.failure)
 
 
 def _train(cfg: RunConfig, env: Environment, folder: Path, progress: Progress) -> None:
@@ -326,7 +326,8 @@ def run_grid(cells: list[RunConfig], env: Environment, store: Store,
     for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
         store.put(record)
         outcome = record["status"] if record["status"] != "done" else (
-            f"clean {record['clean_acc']:.3f} worst-case robust {record['worst_acc']:.3f}")
+            f"clean {record['clean_acc']:.3f} worst-case robust {record['worst_acc']:.3f}"
+            + (f" verified {record['verified_acc']:.3f}" if "verified_acc" in record else ""))
         progress.say(f"[{i}/{len(todo)}] {record['method']} sparsity {record['sparsity']:g} seed {record['seed']}: "
                      f"{outcome}" + (f" ({record['error']})" if record["error"] else ""))
     return [store.get(cfg.key()) for cfg in cells]
