@@ -41,7 +41,6 @@ VERIFIED_EVALUATORS = ["clean", "pgd", "ibp", "crown", "sym"]
 def _smoke(info: DatasetInfo, cfg: RunConfig) -> dict[str, Any]:
     return {
         "verifiable": {"ramp_epochs": 2},
-        "verify": {"max_batch": 64},
         "pretrain": {"epochs": 3, "batch_size": 32},
         "prune": {"epochs": 1, "batch_size": 32},
         "finetune": {"epochs": 1, "batch_size": 32},

@@ -53,7 +53,7 @@ def certified_table(group: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     over done seeds; accuracies in %, average radii as numbers)."""
     done = group[group["status"] == "done"]
     rows = []
-    for label, sparsity, runs in _method_rows(done):
+    for label, sparsity, runs in method_rows(done):
         rows.append([label, percent_label(sparsity), format_stat(runs["clean_acc"]),
                      *(_format_radius(runs[m]) if m.endswith("_acr") else format_stat(runs[m]) for m in columns)])
     return pd.DataFrame(rows, columns=["method", "sparsity", "clean", *map(_certified_label, columns)]
@@ -80,7 +80,7 @@ def certified_caption(description: str) -> str:
             f"radius at least r), PREDICT's accuracy and the average certified radius (ACR) — {description}")
 
 
-def _method_rows(done: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]:
+def method_rows(done: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]:
     """(label, sparsity in percent, runs): the dense model first, then each method and sparsity."""
     dense = done[done["method"] == DENSE]
     if len(dense):
@@ -96,7 +96,7 @@ def certified_png(title: str, group: pd.DataFrame, columns: list[str], sparsity_
     done = group[group["status"] == "done"]
     fig = Figure(figsize=(11.0, 4.4), layout="constrained")
     by_radius, by_sparsity = fig.subplots(1, 2)
-    rows = list(_method_rows(done))
+    rows = list(method_rows(done))
     colors = {label: f"C{i % 10}" for i, label in enumerate(sorted({r[0] for r in rows} - {DENSE}))}
     for label, sparsity, runs in rows:
         style = {"color": colors.get(label, "black"), "marker": "o", "linestyle": ":" if label == DENSE else "-"}
@@ -138,7 +138,7 @@ def attack_table(group: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """One row per method and sparsity (the dense model first): each metric's mean ± std over done seeds, and
     the checks flagged in any seed."""
     done = group[group["status"] == "done"]
-    rows = [_attack_row(label, sparsity, runs, metrics) for label, sparsity, runs in _method_rows(done)]
+    rows = [_attack_row(label, sparsity, runs, metrics) for label, sparsity, runs in method_rows(done)]
     columns = ["method", "sparsity", *(m.removesuffix("_acc") for m in metrics), "flags"]
     return pd.DataFrame(rows, columns=columns).set_index("method")
 

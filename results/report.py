@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 
 from benchmark.io import atomic_write_bytes
 from results import evaluation_report as ev
+from results import verification_report as verified
 from results.report_format import DDOF, DENSE, MISSING, format_stat, percent_label, pruned_runs
 
 COLUMNS = [
@@ -297,16 +298,17 @@ def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | Non
 
     Per table: the comparison, the accuracy under each attack with the self-check flags, certified accuracy
     where a certifier ran (``<table>_certified.png``: against radius at ``sweep_sparsity``, against sparsity at
-    ``cert_radius``), the cost, and the eps sweep at ``sweep_sparsity`` (default: the highest sparsity) as a
-    table and ``<table>_eps.png``. The
-    returned text is every table's markdown, followed (if any run failed) by a "Failed runs:" line and one
-    line per failed run with its error truncated to 200 characters.
+    ``cert_radius``), verified accuracy where a bound certifier ran (``<table>_verified.png``: clean, PGD and
+    verified accuracy against sparsity), the cost, and the eps sweep at ``sweep_sparsity`` (default: the
+    highest sparsity) as a table and ``<table>_eps.png``. The returned text is every table's markdown,
+    followed (if any run failed) by a "Failed runs:" line and one line per failed run with its error truncated
+    to 200 characters.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = records_frame(records)
     _write_text(out_dir / "results.csv", frame.to_csv(index=False))
-    columns = ev.metric_columns(records), ev.certified_columns(records)
+    columns = ev.metric_columns(records), ev.certified_columns(records), verified.verified_columns(records)
     sections = [_write_table_files(key, group, out_dir, records, columns, sweep_sparsity, cert_radius)
                 for key, group in _groups(frame)]
     failures = failure_lines(frame)
@@ -316,8 +318,9 @@ def write_report(records: list[dict], out_dir: Path, sweep_sparsity: float | Non
 
 
 def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, records: list[dict],
-                       columns: tuple[list[str], list[str]], sweep_sparsity: float | None, cert_radius: float) -> str:
-    metrics, certified = columns
+                       columns: tuple[list[str], list[str], list[str]], sweep_sparsity: float | None,
+                       cert_radius: float) -> str:
+    metrics, certified, verified_metrics = columns
     table = _comparison_table(group)
     costs = cost_table(group)
     stem = "_".join(_safe_name(part) for part in key)
@@ -335,6 +338,13 @@ def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, record
         chosen_sparsity = round(sweep_sparsity * 100, 6) if sweep_sparsity is not None else highest
         atomic_write_bytes(ev.certified_png(" · ".join(key), group, certified, chosen_sparsity, cert_radius),
                            out_dir / f"{stem}_certified.png")
+    present = [m for m in verified_metrics if group[m].notna().any()]
+    if present:
+        table_v = verified.verified_table(group, present)
+        markdown += "\n\n" + render_markdown(key, table_v, verified.verified_caption(_robust_description(group)),
+                                             heading="#### verified:")
+        _write_text(out_dir / f"{stem}_verified.csv", table_v.to_csv())
+        atomic_write_bytes(verified.verified_png(" · ".join(key), group), out_dir / f"{stem}_verified.png")
     flags = ev.flag_lines(group, records)
     if flags:
         markdown += "\n\nSelf-checks that fired:\n" + "\n".join(flags)

@@ -65,7 +65,7 @@ def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits
         assert torch.all(w[~mask[name]] == 0)
 
 
-@pytest.mark.parametrize("objective", ["trades", "smoothing"])
+@pytest.mark.parametrize("objective", ["trades", "smoothing", "ibp"])
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_masked_weights_stay_zero_after_every_step_of_every_phase(method, objective, env, monkeypatch):
     """Runs a whole smoke cell; after every optimizer step of every phase with a mask, masked weights are 0.

@@ -1,0 +1,143 @@
+"""What do the bound-based objectives cost? One training step of natural, ibp, crown-ibp and mixtrain, and the
+verified-accuracy throughput of each certifier (ibp, crown, sym).
+
+The training steps run interleaved (natural, ibp, ..., natural, ...) so slow spells of the machine hit all of
+them alike; the script prints each one's median and minimum step time and the ratios to the natural step.
+ibp and crown-ibp are timed with kappa 0 (the robust CE only, as the `paper` preset) and with kappa 0.5 (`+ce`:
+the natural CE's forward and backward pass on top); crown-ibp at beta 1 (the CROWN-IBP bound in full, its
+costliest point; at beta 0, as in the prune and finetune phases, it is the ibp step).
+
+Certifier throughput is examples per second at the dataset's verification eps, on a trained model if
+--checkpoint names one (a run's model.pt), since the cost of crown and sym grows with the number of unstable
+ReLUs.
+
+    python benchmarks/bound_speed.py --arch cnn-small --data fashion-mnist --batch 128
+    python benchmarks/bound_speed.py --checkpoint runs/runs/<key>/model.pt --examples 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from attacks.bounds import margin_bounds
+from benchmark.config import AttackSettings, RunConfig
+from benchmark.datasets import DATASETS
+from benchmark.io import safe_load
+from benchmark.models import build_model
+from benchmark.objectives import build_objective
+from benchmark.train import effective_weights_once
+
+# variant -> (objective, kappa): kappa 0 is the `paper` preset's robust CE only, 0.5 the end of the quick ramp
+VARIANTS = {"natural": ("natural", 0.0), "ibp": ("ibp", 0.0), "ibp+ce": ("ibp", 0.5),
+            "crown-ibp": ("crown-ibp", 0.0), "crown-ibp+ce": ("crown-ibp", 0.5), "mixtrain": ("mixtrain", 0.0)}
+CERTIFIERS = {"ibp": 0, "crown": 1, "sym": 1}  # certifier -> examples per bound computation (0: all), as verify.*
+
+Step = Callable[[], None]
+
+
+def new_model(arch: str, data: str, device: str, checkpoint: Path | None = None) -> torch.nn.Module:
+    info = DATASETS.get(data)
+    torch.manual_seed(0)
+    model = build_model(arch, info.input_shape, info.num_classes, info.mean, info.std)
+    if checkpoint is not None:
+        model.load_state_dict(safe_load(checkpoint), strict=True)
+    return model.to(device)
+
+
+def make_steps(arch: str, data: str, batch: int, device: str) -> dict[str, Step]:
+    """One closure per objective, each a full Adam step on the same batch, as benchmark.train.run_phase does."""
+    info = DATASETS.get(data)
+    cfg = RunConfig(dataset=data, arch=arch, train_attack=AttackSettings(eps=info.verify_eps))
+    x = torch.rand(batch, *info.input_shape, device=device)
+    y = torch.randint(0, info.num_classes, (batch,), device=device)
+
+    def step_fn(name: str, kappa: float) -> Step:
+        model = new_model(arch, data, device).train()
+        settings = dataclasses.replace(cfg.verifiable, beta_end=1.0, kappa_end=kappa)
+        objective = build_objective(name, cfg.replace(verifiable=settings))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            with effective_weights_once(model):
+                loss, _ = objective.loss(model, x, y)
+            loss.backward()
+            opt.step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        return step
+
+    return {variant: step_fn(name, kappa) for variant, (name, kappa) in VARIANTS.items()}
+
+
+def measure(steps: dict[str, Step], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(warmup + repeats):
+        for name, step in steps.items():
+            began = time.perf_counter()
+            step()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - began)
+    return times
+
+
+def certifier_rates(model: torch.nn.Module, data: str, examples: int, device: str,
+                    repeats: int) -> dict[str, list[float]]:
+    """Examples per second of each certifier on the same inputs, interleaved across repeats."""
+    info = DATASETS.get(data)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(examples, *info.input_shape, generator=generator).to(device)
+    y = torch.randint(0, info.num_classes, (examples,), generator=generator).to(device)
+    rates: dict[str, list[float]] = {name: [] for name in CERTIFIERS}
+    model.eval()
+    for _ in range(repeats):
+        for name, chunk in CERTIFIERS.items():
+            began = time.perf_counter()
+            with torch.no_grad():
+                for xs, ys in zip(x.split(chunk or examples), y.split(chunk or examples), strict=True):
+                    margin_bounds(model, xs, ys, info.verify_eps, name)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            rates[name].append(examples / (time.perf_counter() - began))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="cnn-small")
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--examples", type=int, default=128, help="examples per certifier timing")
+    parser.add_argument("--cert-repeats", type=int, default=3)
+    parser.add_argument("--checkpoint", type=Path, help="a model.pt of the arch, for the certifier timings")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    eps = DATASETS.get(args.data).verify_eps
+    times = measure(make_steps(args.arch, args.data, args.batch, args.device), args.repeats)
+    print(f"training step, {args.arch} on {args.data}-shaped input, batch {args.batch}, eps {eps:g}, {name}, "
+          f"torch {torch.__version__}, {args.repeats} interleaved repeats")
+    base_median, base_min = statistics.median(times["natural"]), min(times["natural"])
+    for variant, ts in times.items():
+        print(f"  {variant:<12} median {statistics.median(ts) * 1e3:8.1f} ms  min {min(ts) * 1e3:8.1f} ms  "
+              f"ratio to natural: median {statistics.median(ts) / base_median:.2f}  min {min(ts) / base_min:.2f}")
+    model = new_model(args.arch, args.data, args.device, args.checkpoint)
+    rates = certifier_rates(model, args.data, args.examples, args.device, args.cert_repeats)
+    weights = f"weights from {args.checkpoint}" if args.checkpoint else "random weights"
+    print(f"verified-accuracy throughput at eps {eps:g}, {args.examples} examples, {weights}, "
+          f"{args.cert_repeats} interleaved repeats")
+    for certifier, values in rates.items():
+        print(f"  {certifier:<5} median {statistics.median(values):9.1f} ex/s  max {max(values):9.1f} ex/s")
+
+
+if __name__ == "__main__":
+    main()
