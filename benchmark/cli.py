@@ -312,7 +312,8 @@ def _registries() -> dict[str, tuple[Registry[Any], Any]]:
     return {
         "methods": (METHODS, lambda c: f"{c.description} [{c.taxonomy.line()}]"),
         "datasets": (DATASETS, lambda d: f"{d.description} ({'x'.join(map(str, d.input_shape))}, "
-                                         f"{d.num_classes} classes, eps {d.eps:.4g}, arch {d.default_arch})"),
+                                         f"{d.num_classes} classes, eps {d.eps:.4g}, verification eps "
+                                         f"{d.verify_eps:.4g}, arch {d.default_arch})"),
         "archs": (ARCHS, lambda a: a.description),
         "objectives": (OBJECTIVES, lambda o: o.description),
         "presets": (PRESETS, lambda p: p.description),

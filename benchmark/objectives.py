@@ -165,21 +165,21 @@ class BoundObjective(Objective):
     def kappa(self) -> float:
         return self._mix(self.settings.kappa_start, self.settings.kappa_end)
 
-    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def margin_bounds(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """Lower bounds (B, K-1) on the margins over the eps-box, by this objective's bound method."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """kappa x natural CE + (1 - kappa) x the robust CE of the worst-case logits."""
+        """kappa x natural CE + (1 - kappa) x the robust CE of the worst-case logits. With kappa 0 no clean
+        forward pass is made, and the logits for the loop's log are the worst-case ones (its accuracy is then
+        the verified training accuracy)."""
         kappa = self.kappa
-        with torch.set_grad_enabled(kappa > 0 and torch.is_grad_enabled()):
-            logits = model(x)
-        natural = F.cross_entropy(logits, y) if kappa > 0 else 0.0
-        return kappa * natural + (1 - kappa) * self.robust_loss(model, x, y), logits
-
-
-def robust_cross_entropy(margin_lower: Tensor, y: Tensor) -> Tensor:
-    """CE of the worst-case logits that the margin lower bounds allow (Wong & Kolter; Gowal et al.)."""
-    return F.cross_entropy(bounds.worst_case_logits(margin_lower, y), y)
+        worst = bounds.worst_case_logits(self.margin_bounds(model, x, y), y)
+        robust = F.cross_entropy(worst, y)
+        if kappa == 0:
+            return robust, worst
+        logits = model(x)
+        return kappa * F.cross_entropy(logits, y) + (1 - kappa) * robust, logits
 
 
 @register_objective
@@ -188,8 +188,8 @@ class IntervalBoundTraining(BoundObjective):
     description = ("IBP (Gowal et al. 2018): kappa x CE + (1 - kappa) x CE of IBP's worst-case logits; eps and kappa "
                    "ramp per batch (verifiable.*)")
 
-    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        return robust_cross_entropy(bounds.margin_bounds(model, x, y, self.eps, "ibp"), y)
+    def margin_bounds(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        return bounds.margin_bounds(model, x, y, self.eps, "ibp")
 
 
 @register_objective
@@ -198,9 +198,9 @@ class CrownIBPTraining(BoundObjective):
     description = ("CROWN-IBP (Zhang et al. 2020): as ibp, on beta x CROWN-IBP + (1 - beta) x IBP bounds, beta 1 -> 0 "
                    "along the eps ramp")
 
-    def robust_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    def margin_bounds(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         beta = self._mix(self.settings.beta_start, self.settings.beta_end)
-        return robust_cross_entropy(bounds.crown_ibp_bounds(model, x, y, self.eps, beta), y)
+        return bounds.crown_ibp_bounds(model, x, y, self.eps, beta)
 
 
 @register_objective
@@ -217,7 +217,8 @@ class MixTrain(BoundObjective):
         if float(torch.rand(())) < s.mixtrain_alpha:  # from torch's generator: seeded and checkpointed
             sample = torch.randint(len(y), (s.mixtrain_examples,), device=y.device)
             margins = bounds.margin_bounds(model, x[sample], y[sample], self.eps, "sym")
-            loss = loss + self.interval_weight * robust_cross_entropy(margins, y[sample])
+            loss = loss + self.interval_weight * F.cross_entropy(bounds.worst_case_logits(margins, y[sample]),
+                                                                 y[sample])
         return loss, logits
 
     @property
