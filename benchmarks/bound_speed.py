@@ -51,15 +51,16 @@ def new_model(arch: str, data: str, device: str, checkpoint: Path | None = None)
     return model.to(device)
 
 
-def make_steps(arch: str, data: str, batch: int, device: str) -> dict[str, Step]:
-    """One closure per objective, each a full Adam step on the same batch, as benchmark.train.run_phase does."""
+def make_steps(arch: str, data: str, batch: int, device: str, checkpoint: Path | None = None) -> dict[str, Step]:
+    """One closure per objective, each a full Adam step on the same batch, as benchmark.train.run_phase does,
+    from the checkpoint's weights if one is given (MixTrain's cost grows with the unstable ReLUs)."""
     info = DATASETS.get(data)
     cfg = RunConfig(dataset=data, arch=arch, train_attack=AttackSettings(eps=info.verify_eps))
     x = torch.rand(batch, *info.input_shape, device=device)
     y = torch.randint(0, info.num_classes, (batch,), device=device)
 
     def step_fn(name: str, kappa: float) -> Step:
-        model = new_model(arch, data, device).train()
+        model = new_model(arch, data, device, checkpoint).train()
         settings = dataclasses.replace(cfg.verifiable, beta_end=1.0, kappa_end=kappa)
         objective = build_objective(name, cfg.replace(verifiable=settings))
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -123,16 +124,16 @@ def main() -> None:
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     eps = DATASETS.get(args.data).verify_eps
-    times = measure(make_steps(args.arch, args.data, args.batch, args.device), args.repeats)
-    print(f"training step, {args.arch} on {args.data}-shaped input, batch {args.batch}, eps {eps:g}, {name}, "
-          f"torch {torch.__version__}, {args.repeats} interleaved repeats")
+    times = measure(make_steps(args.arch, args.data, args.batch, args.device, args.checkpoint), args.repeats)
+    weights = f"weights from {args.checkpoint}" if args.checkpoint else "random weights"
+    print(f"training step, {args.arch} on {args.data}-shaped input, batch {args.batch}, eps {eps:g}, {weights}, "
+          f"{name}, torch {torch.__version__}, {args.repeats} interleaved repeats")
     base_median, base_min = statistics.median(times["natural"]), min(times["natural"])
     for variant, ts in times.items():
         print(f"  {variant:<12} median {statistics.median(ts) * 1e3:8.1f} ms  min {min(ts) * 1e3:8.1f} ms  "
               f"ratio to natural: median {statistics.median(ts) / base_median:.2f}  min {min(ts) / base_min:.2f}")
     model = new_model(args.arch, args.data, args.device, args.checkpoint)
     rates = certifier_rates(model, args.data, args.examples, args.device, args.cert_repeats)
-    weights = f"weights from {args.checkpoint}" if args.checkpoint else "random weights"
     print(f"verified-accuracy throughput at eps {eps:g}, {args.examples} examples, {weights}, "
           f"{args.cert_repeats} interleaved repeats")
     for certifier, values in rates.items():
