@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,13 +32,12 @@ from benchmark.io import safe_load
 from benchmark.models import build_model
 from benchmark.objectives import build_objective
 from benchmark.train import effective_weights_once
+from benchmarks.step_speed import Step, measure
 
 # variant -> (objective, kappa): kappa 0 is the `paper` preset's robust CE only, 0.5 the end of the quick ramp
 VARIANTS = {"natural": ("natural", 0.0), "ibp": ("ibp", 0.0), "ibp+ce": ("ibp", 0.5),
             "crown-ibp": ("crown-ibp", 0.0), "crown-ibp+ce": ("crown-ibp", 0.5), "mixtrain": ("mixtrain", 0.0)}
 CERTIFIERS = {"ibp": 0, "crown": 1, "sym": 1}  # certifier -> examples per bound computation (0: all), as verify.*
-
-Step = Callable[[], None]
 
 
 def new_model(arch: str, data: str, device: str, checkpoint: Path | None = None) -> torch.nn.Module:
@@ -77,17 +75,6 @@ def make_steps(arch: str, data: str, batch: int, device: str, checkpoint: Path |
         return step
 
     return {variant: step_fn(name, kappa) for variant, (name, kappa) in VARIANTS.items()}
-
-
-def measure(steps: dict[str, Step], repeats: int, warmup: int = 2) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(warmup + repeats):
-        for name, step in steps.items():
-            began = time.perf_counter()
-            step()
-            if i >= warmup:
-                times[name].append(time.perf_counter() - began)
-    return times
 
 
 def certifier_rates(model: torch.nn.Module, data: str, examples: int, device: str,
