@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from torch import Tensor, nn
 
 from attacks.pgd import eval_mode
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 VERSIONS = ("standard", "rand")
 ATTACKS = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t", "square")

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.errors import UserError
-from benchmark.models import Normalize
+from benchmark.core.errors import UserError
+from benchmark.core.models import Normalize
 
 METHODS = ("ibp", "crown-ibp", "crown", "sym")
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.ReLU, nn.Flatten, Normalize, nn.BatchNorm1d, nn.BatchNorm2d)

@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 import yaml
 
 from attacks.pgd import LOSSES, NORMS
-from benchmark.config import RunConfig, apply_overrides
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.config import RunConfig, apply_overrides
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 DEFAULT_SPARSITIES = (0.9, 0.95, 0.99)
 GRID_KEYS = {"methods", "data", "arch", "objective", "pretrain_objective", "sparsity", "seeds", "scope", "preset"}
@@ -155,12 +155,12 @@ def _numbers(values: Any, kind: type, what: str) -> list[Any]:
 
 def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], list[int]]:
     """Validate every name and number, resolve preset and dataset defaults; return the grid."""
-    from benchmark.datasets import DATASETS
-    from benchmark.models import ARCHS
-    from benchmark.objectives import OBJECTIVES
+    from benchmark.core.data import DATASETS
+    from benchmark.core.mask import check_sparsity
+    from benchmark.core.models import ARCHS
     from benchmark.presets import PRESETS
+    from benchmark.training.objectives import OBJECTIVES
     from methods import METHODS, build_pruner
-    from methods.mask import check_sparsity
 
     info = DATASETS.get(options.get("data", "digits"))
     preset = PRESETS.get(options.get("preset", "quick"))
@@ -215,7 +215,7 @@ def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:
 def check_evaluation(cfg: RunConfig) -> None:
     """Every evaluator name, the AutoAttack version and the sweep, before any training."""
     from attacks.autoattack import parse_version
-    from attacks.evaluators import get_evaluator
+    from benchmark.evaluation.evaluators import get_evaluator
 
     for name in cfg.eval.evaluators:
         get_evaluator(name)
@@ -228,9 +228,9 @@ def check_bound_support(cfg: RunConfig) -> None:
     """Bound-based objectives and verification evaluators need a model bound propagation supports: fail here,
     before any training, with the layer and what needs it."""
     from attacks.bounds import layers_of
-    from attacks.verification import CERTIFIERS
-    from benchmark.objectives import OBJECTIVES
+    from benchmark.evaluation.verification import CERTIFIERS
     from benchmark.runner import new_model
+    from benchmark.training.objectives import OBJECTIVES
 
     objectives = [n for n in dict.fromkeys((cfg.objective, cfg.effective_pretrain_objective))
                   if OBJECTIVES.get(n).bound_based]
@@ -302,11 +302,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _registries() -> dict[str, tuple[Registry[Any], Any]]:
-    from attacks.evaluators import EVALUATORS
-    from benchmark.datasets import DATASETS
-    from benchmark.models import ARCHS
-    from benchmark.objectives import OBJECTIVES
+    from benchmark.core.data import DATASETS
+    from benchmark.core.models import ARCHS
+    from benchmark.evaluation.evaluators import EVALUATORS
     from benchmark.presets import PRESETS
+    from benchmark.training.objectives import OBJECTIVES
     from methods import METHODS
 
     return {

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import RunConfig, content_key
-from benchmark.errors import UserError
-from benchmark.io import safe_load
-from benchmark.progress import Progress
+from benchmark.core.config import RunConfig, content_key
+from benchmark.core.errors import UserError
+from benchmark.core.io import safe_load
+from benchmark.core.mask import prunable_weights
+from benchmark.core.progress import Progress
 from benchmark.runner import Environment, evaluate_on_test, new_model, record_for
-from methods.mask import prunable_weights
 
 EXTERNAL = "external"
 

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from benchmark.config import RunConfig
-from benchmark.datasets import DatasetInfo
-from benchmark.objectives import OBJECTIVES
-from benchmark.registry import Registry
+from benchmark.core.config import RunConfig
+from benchmark.core.data import DatasetInfo
+from benchmark.core.registry import Registry
+from benchmark.training.objectives import OBJECTIVES
 
 SMALL_DATASETS = ("digits",)  # used whole by `quick`; anything larger is subsampled
 

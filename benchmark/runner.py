@@ -35,17 +35,17 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from attacks.evaluation import Evaluation, evaluate_model
-from benchmark import train
-from benchmark.config import RunConfig
-from benchmark.datasets import DATASETS, load_dataset, make_loader, subset
-from benchmark.errors import UserError
-from benchmark.io import atomic_save, atomic_write_json, safe_load
-from benchmark.models import build_model
-from benchmark.objectives import build_objective
-from benchmark.progress import Progress
+from benchmark.core.config import RunConfig
+from benchmark.core.data import DATASETS, load_dataset, make_loader, subset
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_save, atomic_write_json, safe_load
+from benchmark.core.mask import check_sparsity, dense_mask
+from benchmark.core.models import build_model
+from benchmark.core.progress import Progress
+from benchmark.evaluation.cascade import Evaluation, evaluate_model
+from benchmark.training import loop as train
+from benchmark.training.objectives import build_objective
 from methods import Mask, build_pruner
-from methods.mask import check_sparsity, dense_mask
 from results.store import Store
 
 DENSE = "dense"

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from attacks.bounds import margin_bounds
-from benchmark.config import AttackSettings, RunConfig
-from benchmark.datasets import DATASETS
-from benchmark.io import safe_load
-from benchmark.models import build_model
-from benchmark.objectives import build_objective
-from benchmark.train import effective_weights_once
+from benchmark.core.config import AttackSettings, RunConfig
+from benchmark.core.data import DATASETS
+from benchmark.core.io import safe_load
+from benchmark.core.models import build_model
+from benchmark.training.loop import effective_weights_once
+from benchmark.training.objectives import build_objective
 from benchmarks.step_speed import Step, measure
 
 # variant -> (objective, kappa): kappa 0 is the `paper` preset's robust CE only, 0.5 the end of the quick ramp
@@ -50,7 +50,7 @@ def new_model(arch: str, data: str, device: str, checkpoint: Path | None = None)
 
 
 def make_steps(arch: str, data: str, batch: int, device: str, checkpoint: Path | None = None) -> dict[str, Step]:
-    """One closure per objective, each a full Adam step on the same batch, as benchmark.train.run_phase does,
+    """One closure per objective, each a full Adam step on the same batch, as benchmark.training.loop.run_phase does,
     from the checkpoint's weights if one is given (MixTrain's cost grows with the unstable ReLUs)."""
     info = DATASETS.get(data)
     cfg = RunConfig(dataset=data, arch=arch, train_attack=AttackSettings(eps=info.verify_eps))

@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 
 from attacks.smoothing import class_counts
-from benchmark.datasets import DATASETS
-from benchmark.models import build_model
+from benchmark.core.data import DATASETS
+from benchmark.core.models import build_model
 
 
 def timed(fn: Callable[[], None], device: str) -> float:

@@ -16,8 +16,8 @@ import time
 import torch
 
 from attacks.pgd import pgd_robust
-from benchmark.datasets import DATASETS
-from benchmark.models import build_model
+from benchmark.core.data import DATASETS
+from benchmark.core.models import build_model
 
 
 def examples_per_second(arch: str, data: str, batch: int, steps: int, device: str, repeats: int) -> list[float]:

@@ -16,14 +16,14 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.config import RunConfig, TrainSettings
-from benchmark.datasets import DATASETS
-from benchmark.models import build_model
-from benchmark.objectives import Trades
-from benchmark.train import effective_weights_once
+from benchmark.core.config import RunConfig, TrainSettings
+from benchmark.core.data import DATASETS
+from benchmark.core.mask import magnitude_mask
+from benchmark.core.models import build_model
+from benchmark.training.loop import effective_weights_once
+from benchmark.training.objectives import Trades
 from methods.base import Phase
 from methods.hydra import Hydra
-from methods.mask import magnitude_mask
 
 Step = Callable[[], None]
 
@@ -44,7 +44,7 @@ def make_steps(arch: str, data: str, batch: int, sparsity: float, device: str) -
     def step_fn(net: torch.nn.Module, params: list[torch.nn.Parameter], after: Step | None = None) -> Step:
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
 
-        def step() -> None:  # as benchmark.train.run_phase does it
+        def step() -> None:  # as benchmark.training.loop.run_phase does it
             opt.zero_grad(set_to_none=True)
             with effective_weights_once(net):
                 loss, _ = objective.loss(net, x, y)

@@ -7,8 +7,8 @@ Run with `pytest benchmarks --benchmark-enable`; the ratio to plain inference is
 import torch
 
 from attacks.smoothing import class_counts
-from benchmark.datasets import DATASETS
-from benchmark.models import build_model
+from benchmark.core.data import DATASETS
+from benchmark.core.models import build_model
 
 
 def test_certification_draws_per_second(benchmark):

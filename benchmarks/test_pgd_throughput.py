@@ -3,8 +3,8 @@
 import torch
 
 from attacks.pgd import pgd_robust
-from benchmark.datasets import DATASETS
-from benchmark.models import build_model
+from benchmark.core.data import DATASETS
+from benchmark.core.models import build_model
 
 
 def test_pgd20_evaluation_of_256_digits(benchmark):

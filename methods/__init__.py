@@ -4,8 +4,8 @@ adding a pruner is adding one file here."""
 import importlib
 import pkgutil
 
+from benchmark.core.mask import Mask
 from methods.base import METHODS, Phase, Pruner, Taxonomy, build_pruner, register_method
-from methods.mask import Mask
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in ("base", "mask"):

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from benchmark.core.mask import Mask, prunable_weights, topk_mask
 from methods.base import Phase, Pruner, Taxonomy, register_method
-from methods.mask import Mask, prunable_weights, topk_mask
 
 
 def project(values: dict[str, Tensor], sparsity: float, scope: str) -> tuple[Mask, dict[str, Tensor]]:

@@ -23,9 +23,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from benchmark.config import RunConfig, TrainSettings
-from benchmark.registry import Registry
-from methods.mask import Mask
+from benchmark.core.config import RunConfig, TrainSettings
+from benchmark.core.mask import Mask
+from benchmark.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from benchmark.config import RunConfig
+from benchmark.core.config import RunConfig
+from benchmark.core.mask import Mask, prunable_modules, topk_mask
 from methods.base import Phase, Pruner, Taxonomy, register_method
-from methods.mask import Mask, prunable_modules, topk_mask
 
 
 class _StraightThroughMask(torch.autograd.Function):

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.config import RunConfig
-from benchmark.errors import UserError
-from benchmark.io import atomic_save, safe_load
+from benchmark.core.config import RunConfig
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.mask import Mask, dense_mask, prunable_weights, topk_mask
 from methods.base import Phase, Pruner, Taxonomy, register_method
-from methods.mask import Mask, dense_mask, prunable_weights, topk_mask
 
 
 def round_sparsities(target: float, rate: float) -> list[float]:

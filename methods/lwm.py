@@ -2,8 +2,8 @@
 
 from torch import nn
 
+from benchmark.core.mask import Mask, magnitude_mask
 from methods.base import Pruner, Taxonomy, register_method
-from methods.mask import Mask, magnitude_mask
 
 
 @register_method

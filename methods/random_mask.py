@@ -8,8 +8,8 @@ made on the CPU, so the same seed gives the same mask on every device.
 import torch
 from torch import nn
 
+from benchmark.core.mask import Mask, prunable_weights, topk_mask
 from methods.base import Pruner, Taxonomy, register_method
-from methods.mask import Mask, prunable_weights, topk_mask
 
 
 @register_method

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from benchmark.io import atomic_write_bytes
+from benchmark.core.io import atomic_write_bytes
 from results import evaluation_report as ev
 from results import verification_report as verified
 from results.report_format import DDOF, DENSE, MISSING, format_stat, percent_label, pruned_runs

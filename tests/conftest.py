@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmark.cli import plan
-from benchmark.config import RunConfig
+from benchmark.core.config import RunConfig
 from benchmark.runner import Environment, new_model
 
 
@@ -36,7 +36,7 @@ def tiny_model(smoke_cfg: RunConfig) -> torch.nn.Module:
 
 @pytest.fixture
 def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    from benchmark.datasets import DATASETS, load_dataset
+    from benchmark.core.data import DATASETS, load_dataset
 
     _, test = load_dataset(DATASETS.get("digits"), None, False)
     return test.tensors[0][:64], test.tensors[1][:64]
@@ -45,7 +45,7 @@ def digits_batch() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="session")
 def trained_digits_model() -> torch.nn.Module:
     """cnn-small trained naturally on digits for a few epochs (about a second): attacks need a real model."""
-    from benchmark.datasets import DATASETS, load_dataset, make_loader
+    from benchmark.core.data import DATASETS, load_dataset, make_loader
 
     torch.manual_seed(0)
     model = new_model(smoke_config())

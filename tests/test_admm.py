@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from benchmark import runner
-from benchmark.datasets import make_loader
-from benchmark.objectives import build_objective
+from benchmark.core.data import make_loader
+from benchmark.core.mask import kept_count, prunable_weights
+from benchmark.training.objectives import build_objective
 from methods.admm import Admm
 from methods.base import Phase
-from methods.mask import kept_count, prunable_weights
 from tests.conftest import smoke_config
 
 

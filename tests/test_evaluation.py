@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-import attacks.evaluation
-import attacks.evaluators
+import benchmark.evaluation.cascade
+import benchmark.evaluation.evaluators
 from attacks.autoattack import parse_version
-from attacks.evaluation import evaluate_model
-from benchmark.errors import UserError
-from benchmark.progress import Progress
+from benchmark.core.errors import UserError
+from benchmark.core.progress import Progress
+from benchmark.evaluation.cascade import evaluate_model
 from tests.conftest import smoke_config
 
 
@@ -21,7 +21,7 @@ class Killed(BaseException):
 
 @pytest.fixture(scope="module")
 def examples():
-    from benchmark.datasets import DATASETS, load_dataset
+    from benchmark.core.data import DATASETS, load_dataset
 
     _, test = load_dataset(DATASETS.get("digits"), None, False)
     return TensorDataset(test.tensors[0][:96], test.tensors[1][:96])
@@ -39,13 +39,13 @@ def evaluate(model, examples, cfg, folder=None):
 def test_an_attack_only_attacks_what_the_attacks_before_it_left_standing(trained_digits_model, examples,
                                                                         monkeypatch):
     attacked = []
-    real = attacks.evaluators.autoattack
+    real = benchmark.evaluation.evaluators.autoattack
 
     def spy(model, x, y, **kwargs):
         attacked.append(len(x))
         return real(model, x, y, **kwargs)
 
-    monkeypatch.setattr(attacks.evaluators, "autoattack", spy)
+    monkeypatch.setattr(benchmark.evaluation.evaluators, "autoattack", spy)
     result = evaluate(trained_digits_model, examples, config())
     m = result.metrics
     assert sum(attacked) == round(m["pgd_acc"] * len(examples))  # PGD's survivors, nothing else
@@ -80,7 +80,7 @@ def test_a_killed_evaluation_resumes_at_its_last_batch_and_ends_where_an_uninter
     cfg = config(**{"eval.checks": True, "eval.check_examples": 16, "eval.eps_sweep": [0.5, 1.0]})
     reference = evaluate(trained_digits_model, examples, cfg, tmp_path / "reference")
     calls = []
-    real = attacks.evaluation.run_evaluator
+    real = benchmark.evaluation.cascade.run_evaluator
 
     def die_on_the_fourth_batch(*args):
         calls.append(1)
@@ -88,16 +88,16 @@ def test_a_killed_evaluation_resumes_at_its_last_batch_and_ends_where_an_uninter
             raise Killed
         return real(*args)
 
-    monkeypatch.setattr(attacks.evaluation, "run_evaluator", die_on_the_fourth_batch)
+    monkeypatch.setattr(benchmark.evaluation.cascade, "run_evaluator", die_on_the_fourth_batch)
     with pytest.raises(Killed):
         evaluate(trained_digits_model, examples, cfg, tmp_path / "killed")
-    monkeypatch.setattr(attacks.evaluation, "run_evaluator", real)
+    monkeypatch.setattr(benchmark.evaluation.cascade, "run_evaluator", real)
     resumed = evaluate(trained_digits_model, examples, cfg, tmp_path / "killed")
     assert resumed.metrics == reference.metrics
     assert resumed.eps_sweep == reference.eps_sweep and resumed.checks == reference.checks
 
     counted = []
-    monkeypatch.setattr(attacks.evaluation, "run_evaluator", lambda *args: counted.append(1) or real(*args))
+    monkeypatch.setattr(benchmark.evaluation.cascade, "run_evaluator", lambda *args: counted.append(1) or real(*args))
     again = evaluate(trained_digits_model, examples, cfg, tmp_path / "killed")
     assert counted == [] and again.metrics == reference.metrics  # everything was stored: nothing recomputed
 

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import methods.hydra as hydra
-from benchmark.config import RunConfig, TrainSettings
+from benchmark.core.config import RunConfig, TrainSettings
+from benchmark.core.mask import magnitude_mask, prunable_modules, prunable_weights
 from methods.base import Phase
-from methods.mask import magnitude_mask, prunable_modules, prunable_weights
 
 
 def prepared(model, sparsity=0.9, scope="layer"):
@@ -89,7 +89,7 @@ def test_release_restores_a_plain_model(tiny_model):
 
 def test_global_scope_is_exact(tiny_model):
     pruner, _ = prepared(tiny_model, 0.95, "global")
-    from methods.mask import kept_count
+    from benchmark.core.mask import kept_count
 
     mask = pruner.mask(tiny_model)
     assert mask.kept == kept_count(mask.total, 0.95)

@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from benchmark import runner, train
-from benchmark.errors import UserError
-from benchmark.io import atomic_save
+from benchmark import runner
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_save
+from benchmark.core.mask import kept_count, prunable_weights
+from benchmark.training import loop as train
 from methods.lottery import LotteryTicket, round_sparsities
-from methods.mask import kept_count, prunable_weights
 from results.store import Store
 from tests.conftest import smoke_config
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from benchmark.errors import UserError
-from methods.mask import Mask, kept_count, magnitude_mask, prunable_weights, topk_mask
+from benchmark.core.errors import UserError
+from benchmark.core.mask import Mask, kept_count, magnitude_mask, prunable_weights, topk_mask
 
 
 @pytest.mark.parametrize("n,sparsity,kept", [(100, 0.9, 10), (1728, 0.99, 18), (2560, 0.99, 26), (100, 0.29, 71),

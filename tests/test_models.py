@@ -1,4 +1,4 @@
-"""Tests for benchmark.models: registry, shapes, exact parameter counts, Normalize, errors."""
+"""Tests for benchmark.core.models: registry, shapes, exact parameter counts, Normalize, errors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.models import ARCHS, ArchInfo, Normalize, build_model, prunable_weight_count
+from benchmark.core.errors import UserError
+from benchmark.core.models import ARCHS, ArchInfo, Normalize, build_model, prunable_weight_count
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from attacks.pgd import LOSSES, NORMS, attack_loss, cross_entropy_loss, pgd, pgd_linf, pgd_robust, predict
-from benchmark.objectives import OBJECTIVES, build_objective
+from benchmark.training.objectives import OBJECTIVES, build_objective
 from tests.conftest import smoke_config
 
 
@@ -96,7 +96,7 @@ torchattacks = pytest.importorskip("torchattacks")
 
 def test_our_pgd_is_at_least_as_strong_as_torchattacks(trained_digits_model):
     """Same settings (l-inf, CE, eps 0.1, 10 steps of 0.025) on the 360 digits test images."""
-    from benchmark.datasets import DATASETS, load_dataset
+    from benchmark.core.data import DATASETS, load_dataset
 
     _, test = load_dataset(DATASETS.get("digits"), None, False)
     x, y = test.tensors

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import runner, train
-from benchmark.io import atomic_save, safe_load
+from benchmark import runner
+from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.mask import kept_count, prunable_weights
 from benchmark.runner import export_state, new_model, run_cell
+from benchmark.training import loop as train
 from methods import METHODS, build_pruner
-from methods.mask import kept_count, prunable_weights
 from tests.conftest import smoke_config
 
 ALL_METHODS = METHODS.names()

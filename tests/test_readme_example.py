@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from benchmark import runner
+from benchmark.core.mask import kept_count, prunable_weights
 from methods import METHODS
-from methods.mask import kept_count, prunable_weights
 from tests.conftest import smoke_config
 
 README = Path(__file__).parent.parent / "README.md"

@@ -3,12 +3,12 @@
 import pytest
 
 from benchmark.cli import plan
-from benchmark.datasets import DATASETS
-from benchmark.errors import UserError
-from benchmark.models import ARCHS
-from benchmark.objectives import OBJECTIVES, build_objective
+from benchmark.core.data import DATASETS
+from benchmark.core.errors import UserError
+from benchmark.core.models import ARCHS
+from benchmark.core.registry import Registry
 from benchmark.presets import PRESETS
-from benchmark.registry import Registry
+from benchmark.training.objectives import OBJECTIVES, build_objective
 from methods import METHODS, Pruner, build_pruner
 from tests.conftest import smoke_config
 

@@ -7,10 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from attacks.evaluation import Evaluation
-from benchmark import runner, train
-from benchmark.config import RunConfig, content_key, non_default
-from benchmark.io import safe_load
+from benchmark import runner
+from benchmark.core.config import RunConfig, content_key, non_default
+from benchmark.core.io import safe_load
+from benchmark.evaluation.cascade import Evaluation
+from benchmark.training import loop as train
 from methods import METHODS
 from results.store import Store
 from tests.conftest import smoke_config

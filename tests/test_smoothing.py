@@ -11,10 +11,10 @@ from scipy.stats import binom, binomtest, norm
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from attacks.evaluation import evaluate_model
-from attacks.evaluators import _smoothing_metrics
 from attacks.smoothing import ABSTAIN, certify, class_counts, lower_confidence_bound
-from benchmark.progress import Progress
+from benchmark.core.progress import Progress
+from benchmark.evaluation.cascade import evaluate_model
+from benchmark.evaluation.evaluators import _smoothing_metrics
 from tests.conftest import smoke_config
 
 
@@ -126,7 +126,7 @@ def test_the_same_seed_gives_the_same_radii(trained_digits_model, digits_batch):
 
 @pytest.mark.parametrize("name", ["smoothing", "gaussian"])
 def test_noise_objectives_use_sigma_and_draws(name, tiny_model, digits_batch):
-    from benchmark.objectives import build_objective
+    from benchmark.training.objectives import build_objective
 
     x, y = digits_batch
     losses = []

@@ -9,15 +9,16 @@ import pandas as pd
 import pytest
 import torch
 
-from attacks import bounds, verification
-from attacks.evaluation import evaluate_model
+from attacks import bounds
 from benchmark.cli import main
-from benchmark.config import TrainSettings
-from benchmark.datasets import DATASETS, load_dataset
-from benchmark.objectives import build_objective
-from benchmark.progress import Progress
+from benchmark.core.config import TrainSettings
+from benchmark.core.data import DATASETS, load_dataset
+from benchmark.core.progress import Progress
+from benchmark.evaluation import verification
+from benchmark.evaluation.cascade import evaluate_model
 from benchmark.runner import Environment, new_model, run_grid
-from benchmark.train import effective_weights_once
+from benchmark.training.loop import effective_weights_once
+from benchmark.training.objectives import build_objective
 from methods.base import Phase
 from methods.hydra import Hydra
 from results.store import Store

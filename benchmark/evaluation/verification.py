@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from attacks import bounds
-from benchmark.config import RunConfig
+from benchmark.core.config import RunConfig
 
 CERTIFIERS = {"ibp": "ibp", "crown": "crown", "sym": "sym"}  # evaluator -> bound method of attacks/bounds.py
 TITLES = {"ibp": "IBP", "crown": "CROWN", "sym": "symbolic intervals"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 PRUNABLE_TYPES = (nn.Conv2d, nn.Linear)
 SCOPES = ("layer", "global")
@@ -93,13 +93,13 @@ class Mask(Mapping[str, Tensor]):
             w.mul_(self._tensors[name])
 
     def save(self, path: Path) -> None:
-        from benchmark.io import atomic_save
+        from benchmark.core.io import atomic_save
 
         atomic_save({n: t.cpu() for n, t in self._tensors.items()}, path)
 
     @classmethod
     def load(cls, path: Path) -> Mask:
-        from benchmark.io import safe_load
+        from benchmark.core.io import safe_load
 
         return cls(safe_load(path))
 

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from benchmark.config import TrainSettings
-from benchmark.errors import UserError
-from benchmark.io import atomic_save, safe_load
-from benchmark.objectives import Objective
-from benchmark.progress import Progress
-from methods.mask import Mask, prunable_weights
+from benchmark.core.config import TrainSettings
+from benchmark.core.errors import UserError
+from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.mask import Mask, prunable_weights
+from benchmark.core.progress import Progress
+from benchmark.training.objectives import Objective
 
 
 @dataclass

@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from attacks import bounds
 from attacks.pgd import cross_entropy_loss, eval_mode, pgd_linf
-from benchmark.config import AttackSettings, RunConfig
-from benchmark.registry import Registry
+from benchmark.core.config import AttackSettings, RunConfig
+from benchmark.core.registry import Registry
 
 
 class Objective:

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from scipy.stats import binomtest
 
-from attacks.evaluators import Outcome, scaled_attack
 from attacks.pgd import attack_loss
-from benchmark.config import RunConfig
-from benchmark.datasets import DATASETS
+from benchmark.core.config import RunConfig
+from benchmark.core.data import DATASETS
+from benchmark.evaluation.evaluators import Outcome, scaled_attack
 
 if TYPE_CHECKING:  # the evaluation runs the checks; they only use the session it hands them
-    from attacks.evaluation import Evaluating
+    from benchmark.evaluation.cascade import Evaluating
 
 SIGNIFICANCE = 0.01
 VANISHING_GRADIENT = 1e-10  # l1 norm of an example's input gradient below which it counts as vanished

@@ -28,13 +28,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from attacks import verification
-from attacks.checks import run_checks
-from attacks.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator, scaled_attack
-from benchmark.config import RunConfig, content_key
-from benchmark.datasets import make_loader, select
-from benchmark.io import atomic_save, safe_load
-from benchmark.progress import Progress
+from benchmark.core.config import RunConfig, content_key
+from benchmark.core.data import make_loader, select
+from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.progress import Progress
+from benchmark.evaluation import verification
+from benchmark.evaluation.checks import run_checks
+from benchmark.evaluation.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator, scaled_attack
 
 
 @dataclass

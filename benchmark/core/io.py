@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 def _atomic(path: Path, write: Any) -> None:

