@@ -8,14 +8,14 @@ estimation counts, the top class if a two-sided binomial test of the top two cou
 alpha, else abstain.
 
 Noise draws are batched: many draws of one example and many examples per forward pass, up to `max_batch`
-noisy inputs at a time; they use the caller's random state (the evaluation seeds each batch).
+noisy inputs at a time; they use the caller's random state (the evaluation seeds each batch). scipy.stats is
+imported where it is used: it costs about a second, and `benchmark list` imports this module.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, binomtest, norm
 from torch import Tensor, nn
 
 from attacks.pgd import eval_mode
@@ -25,6 +25,8 @@ ABSTAIN = -1
 
 def lower_confidence_bound(successes: int, trials: int, alpha: float) -> float:
     """One-sided (1 - alpha) Clopper-Pearson lower bound on a binomial proportion."""
+    from scipy.stats import beta
+
     return 0.0 if successes == 0 else float(beta.ppf(alpha, successes, trials - successes + 1))
 
 
@@ -52,6 +54,8 @@ def certify(model: nn.Module, x: Tensor, *, n0: int, n: int, alpha: float, sigma
             max_batch: int) -> dict[str, Tensor]:
     """Per example: the certified class (ABSTAIN where p_A's lower bound is at most 1/2), its l2 radius (0 on
     abstention), the count of c_A among the N estimation draws, and PREDICT's class from those draws."""
+    from scipy.stats import norm
+
     candidate = class_counts(model, x, n0, sigma, num_classes, max_batch).argmax(dim=1)
     counts = class_counts(model, x, n, sigma, num_classes, max_batch).cpu()
     count_a = counts.gather(1, candidate.cpu()[:, None])[:, 0]
@@ -64,6 +68,8 @@ def certify(model: nn.Module, x: Tensor, *, n0: int, n: int, alpha: float, sigma
 
 def predict_from_counts(counts: Tensor, alpha: float) -> Tensor:
     """Cohen et al.'s PREDICT on given counts: the top class, or ABSTAIN unless the top two differ at alpha."""
+    from scipy.stats import binomtest
+
     top = counts.topk(2, dim=1)
     out = []
     for (first, second), cls in zip(top.values.tolist(), top.indices[:, 0].tolist(), strict=True):

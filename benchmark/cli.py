@@ -1,4 +1,9 @@
-"""`python -m benchmark {run,list,report}`: the command line."""
+"""`python -m benchmark {run,eval,list,report}`: the command line.
+
+Options come from the typed grid spec (benchmark/spec.py); resolution, validation and running live in the
+library (benchmark/grid.py, benchmark/runner.py). Heavy modules are imported by the command that needs them,
+so `--help` imports no torch.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
-from attacks.pgd import LOSSES, NORMS
-from benchmark.core.config import RunConfig, apply_overrides
 from benchmark.core.errors import UserError
-from benchmark.core.registry import Registry
+from benchmark.spec import GridSpec, RunOptions, add_arguments, spec_from
 
-DEFAULT_SPARSITIES = (0.9, 0.95, 0.99)
-GRID_KEYS = {"methods", "data", "arch", "objective", "pretrain_objective", "sparsity", "seeds", "scope", "preset"}
+LISTS = ("all", "methods", "datasets", "archs", "objectives", "presets", "evaluators", "settings")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,11 +27,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n")
 
 
-def _split(values: Sequence[str] | None) -> list[str]:
-    """Accept both `--x a b` and `--x a,b`."""
-    return [part for value in values or [] for part in value.split(",") if part]
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m benchmark", description="rpbench: robustness-aware pruning, side by side.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -39,35 +34,23 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a grid of methods x sparsities x seeds and print the comparison table",
                          description="Run a grid: the dense model and every method at every sparsity and seed, "
                                      "under one objective and preset. Finished work is never redone.")
-    run.add_argument("--methods", nargs="+", help="pruning methods (comma or space separated; default: all)")
-    run.add_argument("--data", help="dataset (default: digits)")
-    run.add_argument("--arch", help="architecture (default: the dataset's)")
-    run.add_argument("--objective", help="training objective of every phase (default: trades)")
-    run.add_argument("--pretrain-objective", help="objective of the dense pretraining, if different")
-    run.add_argument("--sparsity", nargs="+", help="target sparsities in [0, 1) (default: 0.9 0.95 0.99)")
-    run.add_argument("--seeds", nargs="+", help="seeds (default: 0)")
-    run.add_argument("--scope", choices=["layer", "global"], help="same sparsity per layer, or one global threshold")
-    run.add_argument("--preset", help="smoke | quick | paper (default: quick)")
-    run.add_argument("--config", type=Path, help="YAML file with any of these options and any setting")
-    _add_shared_options(run)
-    run.add_argument("--workers", type=int, default=0,
-                     help="data-loading worker processes (for augmented image datasets on a GPU; default 0)")
-    run.add_argument("--dry-run", action="store_true", help="print the grid and what is done; run nothing")
+    add_arguments(run, GridSpec)
+    _add_settings_options(run, config=True)
+    add_arguments(run, RunOptions)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint rpbench did not train, into the same store and tables",
                         description="Evaluate a state_dict that fits a registered architecture (strict loading, "
                                     "weights_only): rpbench's export, or a plain torchvision-style state_dict.")
     ev.add_argument("--checkpoint", type=Path, required=True, help="the state_dict file")
-    ev.add_argument("--arch", required=True, help="registered architecture it fits")
-    ev.add_argument("--data", required=True, help="dataset to evaluate on")
     ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
-    ev.add_argument("--preset", help="evaluation budget: smoke | quick | paper (default: quick)")
-    _add_shared_options(ev)
+    add_arguments(ev, GridSpec, only=("data", "arch", "preset", "eval"))
+    _add_settings_options(ev, config=False)
+    add_arguments(ev, RunOptions, only=("out", "data_dir", "download", "device", "quiet"))
 
     lister = sub.add_parser("list", help="list what is registered",
-                            description="List registered methods, datasets, archs, objectives or presets.")
-    lister.add_argument("what", nargs="?", default="all",
-                        choices=["all", "methods", "datasets", "archs", "objectives", "presets", "evaluators"])
+                            description="List registered methods, datasets, archs, objectives, presets, "
+                                        "evaluators, or every setting with its help line.")
+    lister.add_argument("what", nargs="?", default="all", choices=LISTS)
 
     report = sub.add_parser("report", help="rebuild the tables and plots from the store",
                             description="Rebuild tables (Markdown, CSV, LaTeX), plots and results.csv from --out.")
@@ -79,18 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_shared_options(parser: argparse.ArgumentParser) -> None:
-    """Options `run` and `eval` share: settings, where results and data are, the device, verbosity."""
-    parser.add_argument("--eval", nargs="+",
-                        help="evaluators in cascade order, also torchattacks:<Attack> for any torchattacks attack "
-                             "(default: the preset's, e.g. clean pgd autoattack)")
+def _add_settings_options(parser: argparse.ArgumentParser, config: bool) -> None:
+    if config:
+        parser.add_argument("--config", type=Path, help="YAML file with any of these options and any setting")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set pretrain.epochs=5 (repeatable)")
-    parser.add_argument("--out", type=Path, default=Path("runs"), help="store and run folders (default: ./runs)")
-    parser.add_argument("--data-dir", type=Path, help="where datasets are (or are downloaded to)")
-    parser.add_argument("--download", action="store_true", help="download the dataset if it is not found")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+                        help="override one setting, e.g. --set finetune.epochs=5 --set admm.rho=0.01 "
+                             "(repeatable; `list settings` lists them)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,143 +82,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------------------------------- run
 
 
-def grid_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Grid options and settings from the YAML file, then flags on top."""
-    options: dict[str, Any] = {}
-    if args.config:
-        try:
-            loaded = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise UserError(f"cannot read config {args.config}: {str(exc).splitlines()[0]}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"config {args.config} must be a mapping of options")
-        options.update(loaded)
-    flags = {"methods": _split(args.methods), "data": args.data, "arch": args.arch, "objective": args.objective,
-             "pretrain_objective": args.pretrain_objective, "sparsity": _split(args.sparsity),
-             "seeds": _split(args.seeds), "scope": args.scope, "preset": args.preset}
-    options.update({k: v for k, v in flags.items() if v not in (None, [])})
-    options.update(parse_settings(args.settings))
-    return {**options, **eval_option(args)}
+def options_of(args: argparse.Namespace) -> tuple[GridSpec, RunOptions]:
+    """The YAML file's options and settings, then the flags, then `--set`: later wins."""
+    options: dict[str, Any] = read_config(args.config) if getattr(args, "config", None) else {}
+    for name in ("methods", "data", "arch", "objective", "pretrain_objective", "sparsity", "seeds", "scope",
+                 "preset", "eval", "out", "data_dir", "download", "device", "workers", "quiet", "dry_run"):
+        if getattr(args, name, None) is not None:
+            options[name] = getattr(args, name)
+    return spec_from({**options, **parse_settings(args.settings)}, "options")
 
 
-def eval_option(args: argparse.Namespace) -> dict[str, Any]:
-    """`--eval a,b` as the eval.evaluators setting."""
-    return {"eval.evaluators": _split(args.eval)} if args.eval else {}
+def read_config(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise UserError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"config {path}{where}: {problem}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"config {path} must be a mapping of options")
+    return loaded
 
 
 def parse_settings(items: Sequence[str]) -> dict[str, Any]:
     """`--set KEY=VALUE` items; values are read as YAML scalars (numbers, booleans, null, strings)."""
+    import yaml
+
     settings = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--set needs KEY=VALUE, got {item!r}")
-        settings[key.strip()] = yaml.safe_load(value)
+        try:
+            settings[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            settings[key.strip()] = value
     return settings
-
-
-def _as_list(value: Any) -> list[Any]:
-    if isinstance(value, str):
-        return _split([value])
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _numbers(values: Any, kind: type, what: str) -> list[Any]:
-    try:
-        return [kind(v) for v in _as_list(values)]
-    except (TypeError, ValueError):
-        raise UserError(f"{what} must be {kind.__name__}s, got {values!r}") from None
-
-
-def plan(options: dict[str, Any]) -> tuple[RunConfig, list[str], list[float], list[int]]:
-    """Validate every name and number, resolve preset and dataset defaults; return the grid."""
-    from benchmark.core.data import DATASETS
-    from benchmark.core.mask import check_sparsity
-    from benchmark.core.models import ARCHS
-    from benchmark.presets import PRESETS
-    from benchmark.training.objectives import OBJECTIVES
-    from methods import METHODS, build_pruner
-
-    info = DATASETS.get(options.get("data", "digits"))
-    preset = PRESETS.get(options.get("preset", "quick"))
-    methods = _as_list(options.get("methods", METHODS.names()))
-    for name in methods:
-        METHODS.get(name)
-    sparsities = [check_sparsity(s) for s in _numbers(options.get("sparsity", DEFAULT_SPARSITIES), float,
-                                                        "sparsities")]
-    seeds = _numbers(options.get("seeds", [0]), int, "seeds")
-    arch = options.get("arch") or info.default_arch
-    ARCHS.get(arch)
-    objective = options.get("objective", "trades")
-    pretrain_objective = options.get("pretrain_objective")
-    for name in filter(None, (objective, pretrain_objective)):
-        OBJECTIVES.get(name)
-    scope = options.get("scope", "layer")
-    if scope not in ("layer", "global"):
-        raise UserError(f"unknown scope {scope!r}; valid: global, layer")
-
-    cfg = RunConfig(dataset=info.name, arch=arch, objective=objective, pretrain_objective=pretrain_objective,
-                    scope=scope, preset=preset.name)
-    cfg = apply_overrides(cfg, preset.overrides(info, cfg), f"preset {preset.name}")
-    cfg = apply_overrides(cfg, {k: v for k, v in options.items() if k not in GRID_KEYS}, "settings")
-    eps = info.verify_eps if OBJECTIVES.get(cfg.objective).bound_based else info.eps
-    cfg = resolve_attacks(cfg, eps, info.step_size * eps / info.eps)
-    check_evaluation(cfg)
-    check_bound_support(cfg)
-    for name in methods:  # a pruner checks its own settings when built: fail now, not cell by cell
-        for sparsity in sparsities:
-            build_pruner(name, cfg.replace(method=name, sparsity=sparsity))
-    return cfg, methods, sparsities, seeds
-
-
-def resolve_attacks(cfg: RunConfig, eps: float, train_step: float) -> RunConfig:
-    """Fill the dataset's l-inf eps where the config leaves it open. Evaluation steps default to 2.5 eps / steps."""
-    train = cfg.train_attack
-    if train.norm != "linf" or train.loss != "ce" or train.targeted:
-        raise UserError("train_attack is l-inf with the objective's own loss; norm, loss and targeted are "
-                        "eval_attack settings")
-    train_eps = train.eps if train.eps is not None else eps
-    train = dataclasses.replace(train, eps=train_eps, step_size=train.step_size or train_step * train_eps / eps)
-    ev = cfg.eval_attack
-    if ev.norm not in NORMS or ev.loss not in LOSSES:
-        raise UserError(f"eval_attack: norm must be one of {', '.join(NORMS)} and loss one of {', '.join(LOSSES)}")
-    if ev.eps is None and ev.norm != "linf":
-        raise UserError("an l2 evaluation needs its radius: --set eval_attack.eps=...")
-    eval_eps = ev.eps if ev.eps is not None else eps
-    ev = dataclasses.replace(ev, eps=eval_eps, step_size=ev.step_size or 2.5 * eval_eps / max(ev.steps, 1))
-    return cfg.replace(train_attack=train, eval_attack=ev)
-
-
-def check_evaluation(cfg: RunConfig) -> None:
-    """Every evaluator name, the AutoAttack version and the sweep, before any training."""
-    from attacks.autoattack import parse_version
-    from benchmark.evaluation.evaluators import get_evaluator
-
-    for name in cfg.eval.evaluators:
-        get_evaluator(name)
-    parse_version(cfg.eval.autoattack)
-    if any(m <= 0 for m in cfg.eval.eps_sweep) or cfg.eval.check_examples < 1 or cfg.eval.batch_size < 1:
-        raise UserError("eval: eps_sweep multiples must be positive, check_examples and batch_size at least 1")
-
-
-def check_bound_support(cfg: RunConfig) -> None:
-    """Bound-based objectives and verification evaluators need a model bound propagation supports: fail here,
-    before any training, with the layer and what needs it."""
-    from attacks.bounds import layers_of
-    from benchmark.evaluation.verification import CERTIFIERS
-    from benchmark.runner import new_model
-    from benchmark.training.objectives import OBJECTIVES
-
-    objectives = [n for n in dict.fromkeys((cfg.objective, cfg.effective_pretrain_objective))
-                  if OBJECTIVES.get(n).bound_based]
-    evaluators = [n for n in cfg.eval.evaluators if n in CERTIFIERS]
-    if evaluators and cfg.eval_attack.norm != "linf":
-        raise UserError(f"evaluators {', '.join(evaluators)} verify l-inf boxes; eval_attack.norm is "
-                        f"{cfg.eval_attack.norm}")
-    needed = [f"objective {', '.join(objectives)}" * bool(objectives),
-              f"evaluators {', '.join(evaluators)}" * bool(evaluators)]
-    if objectives or evaluators:
-        layers_of(new_model(cfg), needed_by=" and ".join(filter(None, needed)))
 
 
 def pick_device(choice: str) -> str:
@@ -256,80 +137,71 @@ def pick_device(choice: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
-    from results.report import write_report
+    from benchmark.grid import resolve
     from results.store import Store
 
-    base, methods, sparsities, seeds = plan(grid_options(args))
-    env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
-                             download=args.download, quiet=args.quiet, workers=args.workers)
-    cells = runner.expand_grid(base, methods, sparsities, seeds)
-    store = Store(args.out / "runs.db")
-    if args.dry_run:
-        for cfg in cells:
+    spec, opts = options_of(args)
+    grid = resolve(spec)
+    env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
+                             download=opts.download, quiet=opts.quiet, workers=opts.workers)
+    store = Store(opts.out / "runs.db")
+    if opts.dry_run:
+        for cfg in grid.cells:
             print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
                   f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
         return 0
-    runner.check_inputs(base, env)
-    records = runner.run_grid(cells, env, store)
-    print(write_report(records, args.out / "report"))
-    return 0
+    runner.check_inputs(grid.base, env)
+    records = runner.run_grid(grid.cells, env, store)
+    from results.report import write_report
+
+    print(write_report(records, opts.out / "report"))
+    failed = sum(r["status"] != "done" for r in records)
+    if failed:
+        print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from benchmark import runner
     from benchmark.external import evaluate_checkpoint
+    from benchmark.grid import resolve
     from results.report import write_report
     from results.store import Store
 
     if not args.checkpoint.is_file():
         raise UserError(f"checkpoint not found: {args.checkpoint}")
-    options = {"data": args.data, "arch": args.arch, "preset": args.preset or "quick", "methods": [],
-               **parse_settings(args.settings), **eval_option(args)}
-    cfg, _, _, _ = plan(options)
-    env = runner.Environment(out=args.out, device=pick_device(args.device), data_dir=args.data_dir,
-                             download=args.download, quiet=args.quiet)
-    runner.check_inputs(cfg, env)
-    store = Store(args.out / "runs.db")
-    record = evaluate_checkpoint(args.checkpoint, cfg, env, args.name or args.checkpoint.stem)
+    if args.data is None or args.arch is None:
+        raise UserError("eval needs --data and --arch (the architecture the checkpoint fits)")
+    spec, opts = options_of(args)
+    grid = resolve(dataclasses.replace(spec, methods=[]))
+    env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
+                             download=opts.download, quiet=opts.quiet)
+    runner.check_inputs(grid.base, env)
+    store = Store(opts.out / "runs.db")
+    record = evaluate_checkpoint(args.checkpoint, grid.base, env, args.name or args.checkpoint.stem)
     store.put(record)
     same_table = [r for r in store.all() if (r["dataset"], r["arch"], r["objective"]) ==
                   (record["dataset"], record["arch"], record["objective"])]
-    print(write_report(same_table, args.out / "report"))
+    print(write_report(same_table, opts.out / "report"))
     return 0
 
 
 # -------------------------------------------------------------------------------------------------- list
 
 
-def _registries() -> dict[str, tuple[Registry[Any], Any]]:
-    from benchmark.core.data import DATASETS
-    from benchmark.core.models import ARCHS
-    from benchmark.evaluation.evaluators import EVALUATORS
-    from benchmark.presets import PRESETS
-    from benchmark.training.objectives import OBJECTIVES
-    from methods import METHODS
-
-    return {
-        "methods": (METHODS, lambda c: f"{c.description} [{c.taxonomy.line()}]"),
-        "datasets": (DATASETS, lambda d: f"{d.description} ({'x'.join(map(str, d.input_shape))}, "
-                                         f"{d.num_classes} classes, eps {d.eps:.4g}, verification eps "
-                                         f"{d.verify_eps:.4g}, arch {d.default_arch})"),
-        "archs": (ARCHS, lambda a: a.description),
-        "objectives": (OBJECTIVES, lambda o: o.description),
-        "presets": (PRESETS, lambda p: p.description),
-        "evaluators": (EVALUATORS, lambda e: e.description),
-    }
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    registries = _registries()
-    for kind, (registry, line) in registries.items():
+    from benchmark.catalogue import registries, settings_lines
+
+    for kind, (registry, line) in registries().items():
         if args.what not in ("all", kind):
             continue
         print(f"{kind}:")
         width = max(len(n) for n in registry.names())
         for name in registry.names():
             print(f"  {name:<{width}}  {line(registry.get(name))}")
+    if args.what == "settings":
+        print("\n".join(settings_lines()))
     return 0
 
 

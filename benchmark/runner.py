@@ -39,16 +39,17 @@ from benchmark.core.config import RunConfig
 from benchmark.core.data import DATASETS, load_dataset, make_loader, subset
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_save, atomic_write_json, safe_load
-from benchmark.core.mask import check_sparsity, dense_mask
-from benchmark.core.models import build_model
+from benchmark.core.mask import Mask, dense_mask
+from benchmark.core.models import model_for
 from benchmark.core.progress import Progress
 from benchmark.evaluation.cascade import Evaluation, evaluate_model
+from benchmark.grid import DENSE
 from benchmark.training import loop as train
+from benchmark.training.loop import Phase
 from benchmark.training.objectives import build_objective
-from methods import Mask, build_pruner
+from methods import Pruner, build_pruner
 from results.store import Store
 
-DENSE = "dense"
 REWIND_EPOCHS = (1, 2)  # early pretraining states kept beside the pretrained model (epoch 0 = init too)
 
 
@@ -99,8 +100,7 @@ def train_loader(cfg: RunConfig, env: Environment, batch_size: int, rng: torch.G
 
 
 def new_model(cfg: RunConfig) -> nn.Module:
-    info = DATASETS.get(cfg.dataset)
-    return build_model(cfg.arch or info.default_arch, info.input_shape, info.num_classes, info.mean, info.std)
+    return model_for(cfg.dataset, cfg.arch)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -131,8 +131,9 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
         if epoch + 1 in REWIND_EPOCHS:
             atomic_save(model.state_dict(), folder / f"epoch_{epoch + 1}.pt")
 
-    phase = train.Phase("pretrain", cfg.pretrain, build_objective(cfg.effective_pretrain_objective, cfg, ramped=True),
-                        list(model.parameters()), folder / "pretrain.ckpt.pt", on_epoch_end=keep_rewind_point)
+    objective = build_objective(cfg.effective_pretrain_objective, cfg, ramped=True)
+    phase = Phase("pretrain", cfg.pretrain, objective=objective, params=list(model.parameters()),
+                  checkpoint=folder / "pretrain.ckpt.pt", on_epoch_end=keep_rewind_point)
     cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"))
     atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
     atomic_save(model.state_dict(), model_path)
@@ -157,7 +158,7 @@ def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
     """
     folder = run_dir(env, cfg)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg.to_dict(), folder / "config.json")
+    atomic_write_json(cfg.only_active().to_dict(), folder / "config.json")
     progress = Progress(env.quiet).for_run(folder / "log.txt", f"{cfg.method}@{cfg.sparsity:g}")
     if not (folder / "trained.pt").exists():
         _train(cfg, env, folder, progress)
@@ -203,30 +204,14 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
     Returns a fresh plain model with the pruned state (so a resumed run and an uninterrupted one finetune
     the very same module, parameter order included), its mask and the pruner's cost.
     """
-    check_sparsity(cfg.sparsity)
     done = folder / "pruned.pt"
     if not done.exists():
         rng = seed_everything(cfg.seed)
-        pruner = build_pruner(cfg.method, cfg, workspace_dir(env, cfg), pretrained_dir(env, cfg))
-        costs = []
-        for phase in pruner.phases():
-            cached = pruner.restore(model, phase)
-            if cached is not None:  # shared with another target sparsity: it counts, it is not rerun
-                costs.append({"phase": phase.name, **cached, "shared": True})
-                continue
-            pruner.prepare(model, phase)
-            model.to(device)
-            loop_phase = train.Phase(
-                phase.name, phase.settings, build_objective(cfg.objective, cfg),
-                list(pruner.trainable(model, phase)), folder / f"{phase.name}.ckpt.pt",
-                mask=pruner.training_mask(model, phase),
-                regularize=lambda phase=phase: pruner.regularize(model, phase),
-                on_epoch_end=lambda epoch, phase=phase: pruner.on_epoch_end(model, phase, epoch),
-                extra_state=pruner)
-            loader = train_loader(cfg, env, phase.settings.batch_size, rng)
-            cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
-            pruner.finish_phase(model, phase, cost)
-            costs.append({"phase": phase.name, **cost})
+        pruner = build_pruner(cfg.method, cfg)
+        if pruner.rewind_epoch is not None:
+            pruner.rewind_state = rewind_state(cfg, env, pruner.rewind_epoch, device)
+        costs = [_run_pruner_phase(cfg, env, pruner, phase, model, folder, device, rng, progress)
+                 for phase in pruner.phases()]
         mask = pruner.mask(model).to(device)  # a pruner may build it elsewhere (random draws on the CPU)
         pruner.release(model)
         mask.validate(model)
@@ -239,11 +224,44 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
     return pruned.to(device), Mask(state["mask"]).to(device), state["cost"]
 
 
+def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: Phase, model: nn.Module,
+                      folder: Path, device: torch.device, rng: torch.Generator, progress: Progress) -> dict[str, Any]:
+    """One of the pruner's phases through the loop, or its stored result where the phase is shared with another
+    target sparsity and already ran (it then counts in the cost, marked shared, and is not rerun)."""
+    shared = workspace_dir(env, cfg) / f"{phase.shared_as}.pt" if phase.shared_as else None
+    if shared is not None and shared.exists():
+        state = safe_load(shared, map_location=device)
+        model.load_state_dict(state["model"])
+        pruner.load_state_dict(state["pruner"])
+        return {"phase": phase.name, **state["cost"], "shared": True}
+    pruner.prepare(model, phase)
+    model.to(device)
+    loop_phase = dataclasses.replace(
+        phase, objective=build_objective(cfg.objective, cfg), params=list(pruner.trainable(model, phase)),
+        checkpoint=folder / f"{phase.name}.ckpt.pt", mask=pruner.training_mask(model, phase),
+        regularize=lambda: pruner.regularize(model, phase),
+        on_epoch_end=lambda epoch: pruner.on_epoch_end(model, phase, epoch), extra_state=pruner)
+    loader = train_loader(cfg, env, phase.settings.batch_size, rng)
+    cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
+    if shared is not None:
+        atomic_save({"model": model.state_dict(), "pruner": pruner.state_dict(), "cost": cost}, shared)
+    return {"phase": phase.name, **cost}
+
+
+def rewind_state(cfg: RunConfig, env: Environment, epoch: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The dense model's state after `epoch` pretraining epochs (0: the initialisation), kept beside it."""
+    path = pretrained_dir(env, cfg) / f"epoch_{epoch}.pt"
+    if not path.exists():
+        raise UserError(f"no rewind point for epoch {epoch}: the pretrained model keeps epochs 0, 1 and 2 "
+                        f"that it ran (pretrain.epochs is {cfg.pretrain.epochs}); missing {path}")
+    return safe_load(path, map_location=device)
+
+
 def _finetune(cfg: RunConfig, env: Environment, model: nn.Module, mask: Mask, folder: Path,
               device: torch.device, progress: Progress) -> dict[str, Any]:
     rng = seed_everything(cfg.seed + 1)
-    phase = train.Phase("finetune", cfg.finetune, build_objective(cfg.objective, cfg), list(model.parameters()),
-                        folder / "finetune.ckpt.pt", mask=mask)
+    phase = Phase("finetune", cfg.finetune, objective=build_objective(cfg.objective, cfg),
+                  params=list(model.parameters()), checkpoint=folder / "finetune.ckpt.pt", mask=mask)
     loader = train_loader(cfg, env, cfg.finetune.batch_size, rng)
     return dataclasses.asdict(train.run_phase(model, phase, loader, rng, device, progress))
 
@@ -287,16 +305,6 @@ def execute_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- the grid
-
-
-def expand_grid(base: RunConfig, methods: Iterable[str], sparsities: Iterable[float],
-                seeds: Iterable[int]) -> list[RunConfig]:
-    """The dense model of each seed first (its pretrain is shared by all cells of that seed), then the methods."""
-    cells = []
-    for seed in seeds:
-        cells.append(base.replace(method=DENSE, sparsity=0.0, seed=seed))
-        cells += [base.replace(method=m, sparsity=s, seed=seed) for m in methods for s in sparsities]
-    return cells
 
 
 class SequentialExecutor:

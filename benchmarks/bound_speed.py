@@ -18,7 +18,6 @@ ReLUs.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -59,8 +58,7 @@ def make_steps(arch: str, data: str, batch: int, device: str, checkpoint: Path |
 
     def step_fn(name: str, kappa: float) -> Step:
         model = new_model(arch, data, device, checkpoint).train()
-        settings = dataclasses.replace(cfg.verifiable, beta_end=1.0, kappa_end=kappa)
-        objective = build_objective(name, cfg.replace(verifiable=settings))
+        objective = build_objective(name, cfg.with_settings("verifiable", beta_end=1.0, kappa_end=kappa))
         opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
         def step() -> None:

@@ -16,13 +16,12 @@ from collections.abc import Callable
 
 import torch
 
-from benchmark.core.config import RunConfig, TrainSettings
+from benchmark.core.config import AttackSettings, TrainSettings
 from benchmark.core.data import DATASETS
 from benchmark.core.mask import magnitude_mask
 from benchmark.core.models import build_model
-from benchmark.training.loop import effective_weights_once
-from benchmark.training.objectives import Trades
-from methods.base import Phase
+from benchmark.training.loop import Phase, effective_weights_once
+from benchmark.training.objectives.adversarial import Trades, TradesSettings
 from methods.hydra import Hydra
 
 Step = Callable[[], None]
@@ -31,9 +30,7 @@ Step = Callable[[], None]
 def make_steps(arch: str, data: str, batch: int, sparsity: float, device: str) -> dict[str, Step]:
     """One closure per variant, each doing a full TRADES-10 optimizer step on the same batch."""
     info = DATASETS.get(data)
-    cfg = RunConfig(dataset=data, arch=arch)
-    cfg = cfg.replace(train_attack=cfg.train_attack.__class__(eps=info.eps, step_size=info.step_size, steps=10))
-    objective = Trades(cfg)
+    objective = Trades(AttackSettings(eps=info.eps, step_size=info.step_size, steps=10), TradesSettings())
     x = torch.rand(batch, *info.input_shape, device=device)
     y = torch.randint(0, info.num_classes, (batch,), device=device)
 
@@ -62,7 +59,7 @@ def make_steps(arch: str, data: str, batch: int, sparsity: float, device: str) -
     mask = magnitude_mask(finetuned, sparsity, "layer").to(device)
     mask.apply_(finetuned)
     pruned = model()
-    hydra = Hydra(cfg.replace(method="hydra", sparsity=sparsity))
+    hydra = Hydra(sparsity, "layer")
     phase = Phase("prune", TrainSettings())
     hydra.prepare(pruned, phase)
     pruned.to(device)

@@ -3,29 +3,35 @@
 A pruner owns everything between the pretrained model and the mask: the phases it trains in (with what
 parameters, what regulariser and what fixed mask), and the mask it hands over. Only the Mask leaves a
 pruner; the finetune that follows is the same for every method and is run by the runner (DESIGN.md,
-property 1). The runner drives a pruner like this:
+property 1). A pruner does no file I/O: the runner checkpoints its `state_dict`, stores and restores the
+phases it declares shared (`Phase.shared_as`), and hands it the pretraining state it rewinds to. The runner
+drives a pruner like this:
 
-    pruner = build_pruner(name, cfg, workspace, pretrained_dir)
+    pruner = build_pruner(name, cfg)   # cfg's sparsity, scope and values of the method's settings group
+    if pruner.rewind_epoch is not None: pruner.rewind_state = <that pretraining epoch's state_dict>
     for phase in pruner.phases():
-        if pruner.restore(model, phase) is not None: continue   # cached (lottery rounds shared by targets)
+        if phase.shared_as was stored by another target: load the model and pruner state, continue
         pruner.prepare(model, phase)
         train with pruner.trainable / regularize / training_mask / on_epoch_end, checkpointing state_dict
-        pruner.finish_phase(model, phase, cost)
     mask = pruner.mask(model); pruner.release(model)
+
+A pruner with settings declares them as a `SettingsGroup` (a dataclass and its preset budgets) in its own
+file: `settings = SettingsGroup("mymethod", MySettings, "method", budget=...)`; the run's values arrive as
+`self.settings`, and `--set mymethod.<field>=...` sets them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from benchmark.core.config import RunConfig, TrainSettings
-from benchmark.core.mask import Mask
+from benchmark.core.config import RunConfig, SettingsGroup, register_settings
+from benchmark.core.mask import Mask, check_sparsity
 from benchmark.core.registry import Registry
+from benchmark.training.loop import Phase
 
 
 @dataclass(frozen=True)
@@ -42,39 +48,32 @@ class Taxonomy:
         return f"{self.when}, {self.schedule}, {self.structure}, {self.scope}, criterion: {self.criterion}"
 
 
-@dataclass(frozen=True)
-class Phase:
-    """A training phase a pruner asks for before its mask is taken."""
-
-    name: str
-    settings: TrainSettings
-
-
 class Pruner:
-    """Base class: a one-shot pruner with no training phases of its own. Override what differs.
+    """Base class: a one-shot pruner with no training phases and no settings of its own. Override what differs.
 
-    `cfg` is the run's effective config (sparsity, scope, the method's settings); `workspace` is a folder
-    shared by the runs that may reuse this method's intermediate results (same pretrained model, seed and
-    method settings), or None; `pretrained_dir` holds the pretrained model and its early-epoch states
-    (`epoch_0.pt` = initialisation, `epoch_1.pt`, `epoch_2.pt`) for methods that rewind.
+    `sparsity` and `scope` are the run's target; `settings` the run's values of the class's `settings` group
+    (None when it has none).
     """
 
     name: ClassVar[str]
     taxonomy: ClassVar[Taxonomy]
     description: ClassVar[str] = ""
+    settings_group: ClassVar[SettingsGroup | None] = None
 
-    def __init__(self, cfg: RunConfig, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
-        self.cfg = cfg
-        self.workspace = workspace
-        self.pretrained_dir = pretrained_dir
+    def __init__(self, sparsity: float, scope: str, settings: Any = None) -> None:
+        self.sparsity = check_sparsity(sparsity)
+        self.scope = scope
+        self.settings = settings
+        self.rewind_state: dict[str, Tensor] | None = None  # set by the runner when rewind_epoch is not None
+
+    @property
+    def rewind_epoch(self) -> int | None:
+        """The pretraining epoch whose state this pruner needs (0: the initialisation), or None."""
+        return None
 
     def phases(self) -> list[Phase]:
         """Training phases run before `mask` (the shared finetune is not one of them)."""
         return []
-
-    def restore(self, model: nn.Module, phase: Phase) -> dict[str, Any] | None:
-        """Load this phase's cached result into the model and return what it cost when it ran, or None to run it."""
-        return None
 
     def prepare(self, model: nn.Module, phase: Phase) -> None:
         """Install whatever the phase trains (HYDRA: importance scores)."""
@@ -93,11 +92,9 @@ class Pruner:
     def on_epoch_end(self, model: nn.Module, phase: Phase, epoch: int) -> None:
         pass
 
-    def finish_phase(self, model: nn.Module, phase: Phase, cost: dict[str, Any]) -> None:
-        """After the phase's last epoch, with what it cost (lottery: keep the round's result)."""
-
     def state_dict(self) -> dict[str, Any]:
-        """Pruner state outside the model (ADMM's Z, U and rho), saved with every epoch checkpoint."""
+        """Pruner state outside the model (ADMM's Z, U and rho), saved with every epoch checkpoint and with a
+        shared phase's result; the runner loads it back on the model's device."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -114,10 +111,14 @@ METHODS: Registry[type[Pruner]] = Registry("method")
 
 
 def register_method(cls: type[Pruner]) -> type[Pruner]:
-    """Class decorator: registers a Pruner subclass under its `name`."""
-    return METHODS.register(cls.name)(cls)
+    """Class decorator: registers a Pruner subclass under its `name`, with its settings group."""
+    METHODS.register(cls.name)(cls)
+    register_settings(cls.settings_group, "method", cls.name)
+    return cls
 
 
-def build_pruner(name: str, cfg: RunConfig, workspace: Path | None = None,
-                 pretrained_dir: Path | None = None) -> Pruner:
-    return METHODS.get(name)(cfg, workspace, pretrained_dir)
+def build_pruner(name: str, cfg: RunConfig) -> Pruner:
+    """The pruner `name` for cfg's target sparsity and scope, with cfg's values of its settings."""
+    cls = METHODS.get(name)
+    group = cls.settings_group
+    return cls(cfg.sparsity, cfg.scope, cfg.settings_of(group.name) if group else None)

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from benchmark.core.config import RunConfig
+from benchmark.core.config import SettingsGroup, TrainSettings
 from benchmark.core.mask import Mask, prunable_modules, topk_mask
-from methods.base import Phase, Pruner, Taxonomy, register_method
+from benchmark.core.presets import PresetContext
+from benchmark.training.loop import Phase
+from methods.base import Pruner, Taxonomy, register_method
 
 
 class _StraightThroughMask(torch.autograd.Function):
@@ -84,22 +87,39 @@ def scaled_score_init(weight: Tensor) -> Tensor:
     return math.sqrt(6.0 / fan_in) * weight.detach() / weight.detach().abs().max().clamp_min(1e-12)
 
 
+@dataclass
+class HydraSettings(TrainSettings):
+    """The prune phase: the optimiser of the scores (and BatchNorm's affine parameters) and its budget."""
+
+
+def hydra_budget(ctx: PresetContext) -> dict[str, Any]:
+    """HYDRA's prune phase: 20 epochs at lr 0.1 (bound-based: Adam at 1e-5). `quick` prunes bound-based runs at
+    1e-3, since 1e-5 moves the scores too little in 3 short epochs."""
+    if ctx.preset == "smoke":
+        return {"epochs": 1, "lr": 0.1, **ctx.batch}
+    if ctx.bound_based:
+        return {"epochs": 3 if ctx.preset == "quick" else 20, "lr": 1e-3 if ctx.preset == "quick" else 1e-5,
+                **ctx.adam, **ctx.batch}
+    return {"epochs": 20 if ctx.preset == "paper" else 10 if ctx.small else 5, "lr": 0.1}
+
+
 @register_method
 class Hydra(Pruner):
     name = "hydra"
     description = "importance scores trained by SGD under the robust loss, scaled magnitude init, then finetune"
     taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global",
                         "learned importance scores (robust ERM)")
+    settings_group = SettingsGroup("hydra", HydraSettings, "method", budget=hydra_budget, aliases={"prune": "hydra"})
 
-    def __init__(self, cfg: RunConfig, workspace: Path | None = None, pretrained_dir: Path | None = None) -> None:
-        super().__init__(cfg, workspace, pretrained_dir)
+    def __init__(self, sparsity: float, scope: str, settings: HydraSettings | None = None) -> None:
+        super().__init__(sparsity, scope, settings or HydraSettings())
         self._score_set: ScoreSet | None = None
 
     def phases(self) -> list[Phase]:
-        return [Phase("prune", self.cfg.prune)]
+        return [Phase("prune", self.settings)]
 
     def prepare(self, model: nn.Module, phase: Phase) -> None:
-        self._score_set = ScoreSet(self.cfg.sparsity, self.cfg.scope)
+        self._score_set = ScoreSet(self.sparsity, self.scope)
         for module_name, module in prunable_modules(model).items():
             name = f"{module_name}.weight"
             param = ScoredWeight(name, scaled_score_init(module.weight), self._score_set)
@@ -118,7 +138,7 @@ class Hydra(Pruner):
     def mask(self, model: nn.Module) -> Mask:
         assert self._score_set is not None, "prepare() first"
         scores = {n: s.detach().abs() for n, s in self._score_set.scores.items()}
-        return topk_mask(scores, self.cfg.sparsity, self.cfg.scope)
+        return topk_mask(scores, self.sparsity, self.scope)
 
     def release(self, model: nn.Module) -> None:
         for module in prunable_modules(model).values():

@@ -13,4 +13,4 @@ class LeastWeightMagnitude(Pruner):
     taxonomy = Taxonomy("after training", "one-shot", "unstructured", "local or global", "least weight magnitude")
 
     def mask(self, model: nn.Module) -> Mask:
-        return magnitude_mask(model, self.cfg.sparsity, self.cfg.scope)
+        return magnitude_mask(model, self.sparsity, self.scope)

@@ -20,4 +20,4 @@ class RandomPruning(Pruner):
 
     def mask(self, model: nn.Module) -> Mask:
         scores = {n: torch.rand(w.shape) for n, w in prunable_weights(model).items()}
-        return topk_mask(scores, self.cfg.sparsity, self.cfg.scope)
+        return topk_mask(scores, self.sparsity, self.scope)

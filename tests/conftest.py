@@ -7,15 +7,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.cli import plan
 from benchmark.core.config import RunConfig
+from benchmark.grid import resolve
 from benchmark.runner import Environment, new_model
+from benchmark.spec import spec_from
+
+
+def resolved(options: dict[str, object]) -> RunConfig:
+    """The base config of a grid given by option names and settings, resolved exactly as `run` does."""
+    spec, _ = spec_from(options, "test")
+    return resolve(spec).base
 
 
 def smoke_config(**options: object) -> RunConfig:
-    """The smoke preset on digits, resolved exactly as the CLI does."""
-    base, _, _, _ = plan({"preset": "smoke", **options})
-    return base
+    """The smoke preset on digits (or what `options` say), resolved exactly as the CLI does."""
+    return resolved({"preset": "smoke", **options})
 
 
 @pytest.fixture

@@ -8,24 +8,24 @@ import torch
 from benchmark import runner
 from benchmark.core.data import make_loader
 from benchmark.core.mask import kept_count, prunable_weights
+from benchmark.training.loop import Phase
 from benchmark.training.objectives import build_objective
-from methods.admm import Admm
-from methods.base import Phase
+from methods import build_pruner
 from tests.conftest import smoke_config
 
 
 def z_on_sparsity_set(pruner, scope):
     if scope == "layer":
-        return all(int((z != 0).sum()) <= kept_count(z.numel(), pruner.cfg.sparsity) for z in pruner.z.values())
+        return all(int((z != 0).sum()) <= kept_count(z.numel(), pruner.sparsity) for z in pruner.z.values())
     total = sum(z.numel() for z in pruner.z.values())
-    return sum(int((z != 0).sum()) for z in pruner.z.values()) <= kept_count(total, pruner.cfg.sparsity)
+    return sum(int((z != 0).sum()) for z in pruner.z.values()) <= kept_count(total, pruner.sparsity)
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_z_stays_on_the_sparsity_set_and_u_follows_the_formula(tiny_model, scope):
     cfg = smoke_config(scope=scope).replace(method="admm", sparsity=0.9)
-    pruner = Admm(cfg)
-    pruner.prepare(tiny_model, Phase("admm", cfg.admm))
+    pruner = build_pruner("admm", cfg)
+    pruner.prepare(tiny_model, Phase("admm", pruner.settings))
     assert z_on_sparsity_set(pruner, scope)
     assert all(torch.all(u == 0) for u in pruner.u.values())
     for _ in range(3):
@@ -39,24 +39,25 @@ def test_z_stays_on_the_sparsity_set_and_u_follows_the_formula(tiny_model, scope
         for name, w in weights.items():
             assert torch.equal(pruner.z[name], (w + u_before[name]) * pruner.keep[name])
             assert torch.allclose(pruner.u[name], u_before[name] + w - pruner.z[name])
-        assert pruner.rho == pytest.approx(rho_before * cfg.admm_rho_growth)
+        assert pruner.rho == pytest.approx(rho_before * pruner.settings.rho_growth)
 
 
 def test_regulariser_is_the_augmented_lagrangian_term(tiny_model):
     cfg = smoke_config().replace(method="admm", sparsity=0.5)
-    pruner = Admm(cfg)
-    pruner.prepare(tiny_model, Phase("admm", cfg.admm))
+    pruner = build_pruner("admm", cfg)
+    pruner.prepare(tiny_model, Phase("admm", pruner.settings))
     pruner.u = {n: torch.full_like(u, 0.1) for n, u in pruner.u.items()}
     expected = sum(((w - pruner.z[n] + 0.1) ** 2).sum() for n, w in prunable_weights(tiny_model).items())
-    assert pruner.regularize(tiny_model, None).item() == pytest.approx(0.5 * cfg.admm_rho * expected.item())
+    assert pruner.regularize(tiny_model, None).item() == pytest.approx(0.5 * pruner.settings.rho * expected.item())
 
 
 def test_w_approaches_z_over_the_admm_phase(trained_digits_model):
     """From a trained model, ADMM training shrinks ||W - Z||: the weights move onto the sparse set."""
     tiny_model = copy.deepcopy(trained_digits_model).train()
-    cfg = smoke_config().replace(method="admm", sparsity=0.9, admm_rho=1.0, admm_rho_growth=1.3, objective="natural")
-    pruner = Admm(cfg)
-    pruner.prepare(tiny_model, Phase("admm", cfg.admm))
+    cfg = smoke_config().replace(method="admm", sparsity=0.9, objective="natural").with_settings(
+        "admm", rho=1.0, rho_growth=1.3)
+    pruner = build_pruner("admm", cfg)
+    pruner.prepare(tiny_model, Phase("admm", pruner.settings))
     train_set, _ = runner.data_for(cfg, runner.Environment(out=None))
     objective = build_objective("natural", cfg)
     opt = torch.optim.SGD(tiny_model.parameters(), lr=0.02)

@@ -32,10 +32,18 @@ def test_module_entry_point_runs():
     (["run", "--preset", "nope"], "unknown preset 'nope'; valid: "),
     (["run", "--sparsity", "1.5"], "sparsity must be in [0, 1)"),
     (["run", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
-    (["run", "--sparsity", "ninety"], "sparsities must be floats"),
+    (["run", "--sparsity", "ninety"], "sparsity needs a float, got 'ninety'"),
     (["run", "--set", "pretrain.epoch=3"], "unknown setting 'pretrain.epoch'"),
-    (["run", "--set", "pretrain.epochs=many"], "needs a int"),
-    (["run", "--methods", "lottery", "--set", "lottery_rate=1.5"], "lottery_rate must be in (0, 1)"),
+    (["run", "--set", "pretrain.epochs=many"], "needs an int, got 'many'"),
+    (["run", "--methods", "lottery", "--set", "lottery_rate=1.5"], "lottery.rate must be in (0, 1)"),
+    (["run", "--set", "pretrain.epochs=2.7"], "needs an int, got 2.7"),
+    (["run", "--set", "pretrain.epochs=yes"], "needs an int, got True"),
+    (["run", "--set", "pretrain.lr=null"], "pretrain.lr cannot be null"),
+    (["run", "--set", "eval.checks=maybe"], "needs a bool, got 'maybe'"),
+    (["run", "--set", "pretrain.optimizer=adamw"], "must be one of sgd, adam, got 'adamw'"),
+    (["run", "--set", "seed=3"], "'seed' is a grid option, not a setting: use --seeds"),
+    (["run", "--set", "dataset=mnist"], "'dataset' is a grid option, not a setting: use --data"),
+    (["run", "--set", "admm.rhoo=1"], "unknown setting 'admm.rhoo'; closest: admm.rho"),
     (["run", "--scope", "nope"], "invalid choice"),
     (["run", "--data", "cifar10", "--data-dir", "/nonexistent"], "/nonexistent"),
     (["run", "--data", "digits", "--arch", "vgg16_bn"], "does not support input size 8x8"),
@@ -96,3 +104,62 @@ def test_run_prints_the_table_and_report_rebuilds_it(tmp_path, capsys):
     for suffix in ("md", "csv", "tex", "png"):
         assert (tmp_path / "report" / f"digits_cnn-small_trades.{suffix}").exists()
     assert (tmp_path / "report" / "results.csv").read_text().count("\n") == 3  # header + dense + lwm
+
+
+def test_a_yaml_file_takes_every_run_option_and_settings(tmp_path, capsys):
+    """Every option of `run` (generated from the grid spec and run options) is a YAML key too."""
+    from benchmark.spec import GridSpec, RunOptions, option_fields
+
+    config = tmp_path / "all.yaml"
+    config.write_text(f"""
+methods: [lwm]
+data: digits
+arch: cnn-small
+objective: trades
+pretrain_objective: natural
+sparsity: [0.9]
+seeds: [0, 1]
+scope: global
+preset: smoke
+eval: [clean, pgd]
+out: {tmp_path / "out"}
+data_dir: {tmp_path}
+download: false
+device: cpu
+workers: 0
+quiet: true
+dry_run: true
+finetune: {{epochs: 2}}
+admm.rho: 0.5
+""")
+    names = {line.split(":")[0] for line in config.read_text().splitlines() if line and not line.startswith(" ")}
+    assert set(option_fields(GridSpec)) | set(option_fields(RunOptions)) <= names
+    assert main(["run", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4 and all("done: nothing" in line for line in lines)  # 2 seeds x (dense + lwm)
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("methods: [lwm]\nfinetun: {epochs: 2}\n", "unknown setting 'finetun.epochs'; closest: finetune.epochs"),
+    ("methods: [lwm\n", "at line 2, column 1"),
+    ("- just a list\n", "must be a mapping of options"),
+    ("seeds: [zero]\n", "seeds needs an int, got 'zero'"),
+])
+def test_a_bad_yaml_file_is_one_line(tmp_path, capsys, text, expected):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert main(["run", "--config", str(config), "--out", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and expected in err, err
+
+
+def test_a_run_with_failed_cells_exits_non_zero(tmp_path, capsys, monkeypatch):
+    from benchmark import runner
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(runner, "_finetune", boom)
+    argv = ["run", "--preset", "smoke", "--methods", "lwm", "--sparsity", "0.9", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 1
+    assert "1 of 2 cells failed" in capsys.readouterr().err

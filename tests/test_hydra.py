@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 import methods.hydra as hydra
-from benchmark.core.config import RunConfig, TrainSettings
+from benchmark.core.config import TrainSettings
 from benchmark.core.mask import magnitude_mask, prunable_modules, prunable_weights
-from methods.base import Phase
+from benchmark.training.loop import Phase
 
 
 def prepared(model, sparsity=0.9, scope="layer"):
-    pruner = hydra.Hydra(RunConfig(method="hydra", sparsity=sparsity, scope=scope))
+    pruner = hydra.Hydra(sparsity, scope)
     phase = Phase("prune", TrainSettings(epochs=1))
     pruner.prepare(model, phase)
     return pruner, phase

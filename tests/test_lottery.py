@@ -5,10 +5,11 @@ import torch
 
 from benchmark import runner
 from benchmark.core.errors import UserError
-from benchmark.core.io import atomic_save
 from benchmark.core.mask import kept_count, prunable_weights
+from benchmark.grid import cells_of
 from benchmark.training import loop as train
-from methods.lottery import LotteryTicket, round_sparsities
+from methods import build_pruner
+from methods.lottery import round_sparsities
 from results.store import Store
 from tests.conftest import smoke_config
 
@@ -22,11 +23,11 @@ def test_round_path_reaches_the_target_exactly():
 
 
 @pytest.mark.parametrize("scope", ["layer", "global"])
-def test_masks_are_nested_and_rewinding_restores_survivors_exactly(tiny_model, tmp_path, scope):
+def test_masks_are_nested_and_rewinding_restores_survivors_exactly(tiny_model, scope):
     rewind = {k: v.clone() for k, v in tiny_model.state_dict().items()}
-    atomic_save(rewind, tmp_path / "epoch_1.pt")
-    cfg = smoke_config(scope=scope).replace(method="lottery", sparsity=0.95, lottery_rate=0.5)
-    pruner = LotteryTicket(cfg, None, tmp_path)
+    cfg = smoke_config(scope=scope).replace(method="lottery", sparsity=0.95).with_settings("lottery", rate=0.5)
+    pruner = build_pruner("lottery", cfg)
+    pruner.rewind_state = rewind
     previous = None
     for phase in pruner.phases():
         with torch.no_grad():  # stands in for the round's training: the weights move
@@ -56,8 +57,8 @@ def test_targets_on_one_path_share_rounds_and_a_rerun_trains_none(env, monkeypat
         return real(model, phase, *args, **kwargs)
 
     monkeypatch.setattr(runner.train, "run_phase", spy)
-    base = smoke_config().replace(lottery_rate=0.5)
-    cells = runner.expand_grid(base, ["lottery"], [0.9, 0.95], [0])
+    base = smoke_config().with_settings("lottery", rate=0.5)
+    cells = cells_of(base, ["lottery"], [0.9, 0.95], [0])
     records = runner.run_grid(cells, env, Store(env.out / "runs.db"))
     assert [r["status"] for r in records] == ["done"] * 3
     rounds = [n for n in names if n.startswith("round")]
@@ -68,4 +69,4 @@ def test_targets_on_one_path_share_rounds_and_a_rerun_trains_none(env, monkeypat
     phases = records[2]["cost"]["pruner"]
     assert [p["phase"] for p in phases] == ["round1", "round2", "round3", "round4", "round5"]
     assert [p.get("shared", False) for p in phases] == [True, True, True, False, False]
-    assert all(p["epochs"] == base.lottery.epochs for p in phases)
+    assert all(p["epochs"] == base.settings_of("lottery").epochs for p in phases)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmark import runner
-from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.io import safe_load
 from benchmark.core.mask import kept_count, prunable_weights
 from benchmark.runner import export_state, new_model, run_cell
 from benchmark.training import loop as train
@@ -16,22 +16,16 @@ from tests.conftest import smoke_config
 ALL_METHODS = METHODS.names()
 
 
-def pruner_for(method, cfg, model, env):
-    """A pruner as the runner builds it, with the model's state standing in for its early pretraining states."""
-    pretrained = env.out / "pretrained"
-    for epoch in (0, 1, 2):
-        atomic_save(model.state_dict(), pretrained / f"epoch_{epoch}.pt")
-    return build_pruner(method, cfg, env.out / "workspace", pretrained)
-
-
-def pruned_without_training(cfg, env):
-    """A fresh model through the pruner's own phases without training; returns (released model, mask)."""
+def pruned_without_training(cfg):
+    """A fresh model through the pruner's own phases without training, its own state standing in for the
+    pretraining state a pruner rewinds to; returns (released model, mask)."""
     torch.manual_seed(0)
     model = new_model(cfg)
-    pruner = pruner_for(cfg.method, cfg, model, env)
+    pruner = build_pruner(cfg.method, cfg)
+    if pruner.rewind_epoch is not None:
+        pruner.rewind_state = {k: v.clone() for k, v in model.state_dict().items()}
     for phase in pruner.phases():
         pruner.prepare(model, phase)
-        pruner.finish_phase(model, phase, {})
     mask = pruner.mask(model)
     pruner.release(model)
     return model, mask
@@ -40,9 +34,9 @@ def pruned_without_training(cfg, env):
 @pytest.mark.parametrize("method", ALL_METHODS)
 @pytest.mark.parametrize("scope", ["layer", "global"])
 @pytest.mark.parametrize("sparsity", [0.5, 0.9, 0.99])
-def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
+def test_mask_has_exact_target_sparsity(method, scope, sparsity):
     cfg = smoke_config(scope=scope).replace(method=method, sparsity=sparsity)
-    model, mask = pruned_without_training(cfg, env)
+    model, mask = pruned_without_training(cfg)
     mask.validate(model)
     if scope == "layer":
         for name, keep in mask.items():
@@ -52,9 +46,9 @@ def test_mask_has_exact_target_sparsity(method, scope, sparsity, env):
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
-def test_exported_model_loads_strictly_and_computes_the_same(method, env, digits_batch):
+def test_exported_model_loads_strictly_and_computes_the_same(method, digits_batch):
     cfg = smoke_config().replace(method=method, sparsity=0.9)
-    model, mask = pruned_without_training(cfg, env)
+    model, mask = pruned_without_training(cfg)
     mask.apply_(model)
     plain = new_model(cfg)
     plain.load_state_dict(export_state(model, mask), strict=True)

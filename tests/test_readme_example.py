@@ -26,8 +26,10 @@ def example_method() -> str:
 @pytest.mark.parametrize("scope", ["layer", "global"])
 def test_readme_pruner_runs_a_cell_with_exact_sparsity(example_method, scope, env):
     cfg = smoke_config(scope=scope).replace(method=example_method, sparsity=0.95)
+    assert cfg.settings_of("rownorm").epochs == 1 and cfg.settings_of("rownorm").power == 1.0  # its smoke budget
     record = runner.run_cell(cfg, env)
     assert record["status"] == "done" and 0 <= record["clean_acc"] <= 1
+    assert [p["phase"] for p in record["cost"]["pruner"]] == ["warmup"]
     exported = torch.load(runner.run_dir(env, cfg) / "model.pt", weights_only=True)
     plain = runner.new_model(cfg)
     plain.load_state_dict(exported, strict=True)
@@ -38,3 +40,11 @@ def test_readme_pruner_runs_a_cell_with_exact_sparsity(example_method, scope, en
     else:
         total = sum(w.numel() for w in weights.values())
         assert sum(int((w != 0).sum()) for w in weights.values()) <= kept_count(total, 0.95)
+
+
+def test_readme_pruner_setting_is_set_by_name_and_keys_its_runs(example_method):
+    cfg = smoke_config(**{"rownorm.power": 0.5}).replace(method=example_method, sparsity=0.9)
+    assert cfg.settings_of("rownorm").power == 0.5
+    default = smoke_config().replace(method=example_method, sparsity=0.9)
+    assert cfg.key() != default.key()
+    assert cfg.replace(method="lwm").key() == default.replace(method="lwm").key()  # no other method's key

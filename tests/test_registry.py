@@ -2,15 +2,14 @@
 
 import pytest
 
-from benchmark.cli import plan
 from benchmark.core.data import DATASETS
 from benchmark.core.errors import UserError
 from benchmark.core.models import ARCHS
+from benchmark.core.presets import PRESETS
 from benchmark.core.registry import Registry
-from benchmark.presets import PRESETS
 from benchmark.training.objectives import OBJECTIVES, build_objective
 from methods import METHODS, Pruner, build_pruner
-from tests.conftest import smoke_config
+from tests.conftest import resolved, smoke_config
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -29,7 +28,7 @@ def test_every_objective_builds(name):
 @pytest.mark.parametrize("preset", PRESETS.names())
 @pytest.mark.parametrize("dataset", DATASETS.names())
 def test_every_preset_resolves_for_every_dataset(preset, dataset):
-    cfg, _, _, _ = plan({"preset": preset, "data": dataset})
+    cfg = resolved({"preset": preset, "data": dataset})
     info = DATASETS.get(dataset)
     assert cfg.arch in ARCHS and cfg.train_attack.eps == info.eps and cfg.eval_attack.eps == info.eps
     assert cfg.eval_attack.steps > cfg.train_attack.steps  # evaluation is stronger than training
@@ -37,11 +36,12 @@ def test_every_preset_resolves_for_every_dataset(preset, dataset):
 
 
 def test_paper_preset_is_hydras_protocol():
-    cfg, _, _, _ = plan({"preset": "paper", "data": "cifar10"})
-    assert (cfg.pretrain.epochs, cfg.prune.epochs, cfg.finetune.epochs) == (100, 20, 100)
-    assert (cfg.pretrain.lr, cfg.prune.lr, cfg.finetune.lr) == (0.1, 0.1, 0.01)
+    cfg = resolved({"preset": "paper", "data": "cifar10"})
+    prune = cfg.settings_of("hydra")
+    assert (cfg.pretrain.epochs, prune.epochs, cfg.finetune.epochs) == (100, 20, 100)
+    assert (cfg.pretrain.lr, prune.lr, cfg.finetune.lr) == (0.1, 0.1, 0.01)
     assert cfg.pretrain.momentum == 0.9 and cfg.pretrain.weight_decay == 1e-4 and cfg.pretrain.batch_size == 128
-    assert cfg.objective == "trades" and cfg.trades_beta == 6.0 and cfg.arch == "vgg16_bn"
+    assert cfg.objective == "trades" and cfg.settings_of("trades").beta == 6.0 and cfg.arch == "vgg16_bn"
     assert cfg.train_attack.eps == pytest.approx(8 / 255) and cfg.train_attack.steps == 10
     assert cfg.train_attack.step_size == pytest.approx(2 / 255) and cfg.eval_attack.steps == 50
     assert cfg.train_examples is None and cfg.eval_examples is None

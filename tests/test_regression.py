@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import runner
+from benchmark.grid import cells_of
 from results.store import Store
 from tests.conftest import smoke_config
 
@@ -16,7 +17,7 @@ BAND = json.loads((Path(__file__).parent / "regression_band.json").read_text())
 def smoke_records(tmp_path_factory):
     out = tmp_path_factory.mktemp("regression")
     env = runner.Environment(out=out, quiet=True)
-    cells = runner.expand_grid(smoke_config(), ["hydra", "lwm"], [0.9], [0])
+    cells = cells_of(smoke_config(), ["hydra", "lwm"], [0.9], [0])
     return {f"{r['method']}@{r['sparsity']:g}": r for r in runner.run_grid(cells, env, Store(out / "runs.db"))}
 
 

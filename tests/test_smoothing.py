@@ -143,10 +143,10 @@ def test_noise_objectives_use_sigma_and_draws(name, tiny_model, digits_batch):
 
 def test_smoothing_settings_key_only_the_runs_that_use_them():
     base = smoke_config()
-    assert base.replace(smoothing=base.smoothing.__class__(sigma=0.5)).pretrain_key() == base.pretrain_key()
+    assert base.with_settings("smoothing", sigma=0.5).pretrain_key() == base.pretrain_key()
     smooth = smoke_config(objective="smoothing")
-    assert smooth.replace(smoothing=smooth.smoothing.__class__(sigma=0.5)).pretrain_key() != smooth.pretrain_key()
-    assert math.isclose(smooth.smoothing.sigma, 0.25)
+    assert smooth.with_settings("smoothing", sigma=0.5).pretrain_key() != smooth.pretrain_key()
+    assert math.isclose(smooth.settings_of("smoothing").sigma, 0.25)
     # a run that trains with neither noise objective keeps its key whatever the noise settings
-    assert base.replace(smoothing=base.smoothing.__class__(sigma=0.5)).key() == base.key()
-    assert smooth.replace(smoothing=smooth.smoothing.__class__(sigma=0.5)).key() != smooth.key()
+    assert base.with_settings("smoothing", sigma=0.5).key() == base.key()
+    assert smooth.with_settings("smoothing", sigma=0.5).key() != smooth.key()

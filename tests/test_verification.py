@@ -3,8 +3,6 @@ schedules, gradients to HYDRA's scores, the eps they default to, and the soundne
 
 from __future__ import annotations
 
-import dataclasses
-
 import pandas as pd
 import pytest
 import torch
@@ -17,9 +15,8 @@ from benchmark.core.progress import Progress
 from benchmark.evaluation import verification
 from benchmark.evaluation.cascade import evaluate_model
 from benchmark.runner import Environment, new_model, run_grid
-from benchmark.training.loop import effective_weights_once
+from benchmark.training.loop import Phase, effective_weights_once
 from benchmark.training.objectives import build_objective
-from methods.base import Phase
 from methods.hydra import Hydra
 from results.store import Store
 from tests.conftest import smoke_config
@@ -29,13 +26,12 @@ BOUND_OBJECTIVES = ["ibp", "crown-ibp", "mixtrain"]
 
 def _ramped(objective: str, **settings: object):
     cfg = smoke_config(objective=objective)
-    return build_objective(objective, cfg.replace(verifiable=dataclasses.replace(cfg.verifiable, **settings)),
-                           ramped=True)
+    return build_objective(objective, cfg.with_settings("verifiable", **settings), ramped=True)
 
 
 def test_eps_and_kappa_follow_the_ramp_per_batch_after_the_warmup():
     objective = _ramped("crown-ibp", warmup_epochs=1, ramp_epochs=2, kappa_start=1.0, kappa_end=0.5)
-    full = objective.cfg.train_attack.eps
+    full = objective.attack.eps
     seen = []
     for epoch in range(4):
         objective.on_epoch_start(epoch, 4)
@@ -50,7 +46,7 @@ def test_prune_and_finetune_phases_run_at_full_eps_from_the_first_step():
     objective = build_objective("ibp", cfg)
     objective.on_epoch_start(0, 3)
     objective.on_batch_start(0, 10)
-    assert objective.eps == cfg.train_attack.eps and objective.kappa == cfg.verifiable.kappa_end
+    assert objective.eps == cfg.train_attack.eps and objective.kappa == cfg.settings_of("verifiable").kappa_end
 
 
 def test_mixtrain_ramps_eps_per_epoch_and_grows_its_interval_weight_every_5_epochs():
@@ -60,7 +56,7 @@ def test_mixtrain_ramps_eps_per_epoch_and_grows_its_interval_weight_every_5_epoc
         objective.on_epoch_start(epoch, 61)
         objective.on_batch_start(7, 10)  # no effect: MixTrain's eps moves once per epoch
         weights.append(objective.interval_weight)
-        fractions.append(objective.eps / objective.cfg.train_attack.eps)
+        fractions.append(objective.eps / objective.attack.eps)
     assert fractions == pytest.approx([0, 0.5, 1, 1, 1, 1, 1])
     assert weights == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.25, 0.625, 50.0])
 
@@ -70,11 +66,11 @@ def test_hydra_scores_get_gradients_through_every_bound_based_loss(objective, di
     cfg = smoke_config(objective=objective).replace(method="hydra", sparsity=0.9)
     torch.manual_seed(0)
     model = new_model(cfg)
-    hydra, phase = Hydra(cfg), Phase("prune", TrainSettings())
+    hydra, phase = Hydra(cfg.sparsity, cfg.scope), Phase("prune", TrainSettings())
     hydra.prepare(model, phase)
     x, y = digits_batch
-    settings = dataclasses.replace(cfg.verifiable, mixtrain_alpha=1.0, kappa_end=0.0, beta_end=0.5)
-    loss_fn = build_objective(objective, cfg.replace(verifiable=settings))
+    loss_fn = build_objective(objective, cfg.with_settings("verifiable", mixtrain_alpha=1.0, kappa_end=0.0,
+                                                           beta_end=0.5))
     with effective_weights_once(model):
         loss, _ = loss_fn.loss(model.train(), x, y)
     loss.backward()
@@ -92,7 +88,7 @@ def test_bound_based_objectives_default_to_the_dataset_verification_eps():
 def test_schedules_key_only_the_runs_whose_objective_reads_them():
     for objective, changes in (("trades", False), ("ibp", True), ("mixtrain", True)):
         cfg = smoke_config(objective=objective)
-        other = cfg.replace(verifiable=dataclasses.replace(cfg.verifiable, ramp_epochs=7))
+        other = cfg.with_settings("verifiable", ramp_epochs=7)
         assert (cfg.key() != other.key()) is changes
         assert (cfg.pretrain_key() != other.pretrain_key()) is changes
 

@@ -1,8 +1,16 @@
-"""The effective configuration of one run (one cell), its content key, and how it is assembled.
+"""The effective configuration of one run (one cell), its settings groups, and its content keys.
 
-Resolution order, later wins: dataclass defaults < preset < YAML file (--config) < command-line flags.
-A run's key hashes only the fields that differ from the dataclass defaults, so adding a new field with a
-default leaves every existing key unchanged (DESIGN.md, property 7).
+A `RunConfig` holds the fields every run has (dataset, arch, objectives, method, sparsity, scope, seed, the
+pretrain and finetune budgets, the attacks, the evaluation) plus one settings dataclass per *active*
+plug-in group: the method's (`admm`), the objectives' (`trades`, `smoothing`, `verifiable`) and the
+evaluators' (`certify`, `verify`). Plug-ins declare their groups with `SettingsGroup` in their own file and
+register them through their registry; this module knows no plug-in by name (DESIGN.md, property 9).
+
+Keys (DESIGN.md, property 7) follow one rule for runs, pretrained models and evaluations: every value the
+work depends on is hashed, budgets included, except a field that did not exist at the frozen schema
+baseline (`key_baseline.json`, written at KEY_VERSION) while it still has the value it was introduced with.
+So a new option with a default leaves every key alone, and a retuned preset value changes the key.
+Presets supply values; they are not the defaults of these dataclasses.
 """
 
 from __future__ import annotations
@@ -10,23 +18,44 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields, is_dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from benchmark.core.errors import UserError
+from benchmark.core.registry import Registry
+
+KEY_VERSION = 2  # 1: hashed non-default fields only (before the plug-in settings groups); 2: this rule
+BASELINE_FILE = Path(__file__).with_name("key_baseline.json")
+ROLES = ("method", "objective", "evaluator")
+
+
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
+            choices: tuple[Any, ...] | None = None, introduced: Any = dataclasses.MISSING,
+            default_factory: Callable[[], Any] | Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with what validation and the key rule need: a help line, a lower bound or a
+    closed set of values, and, for a field added after the key baseline, the value it was introduced with
+    (while a run keeps that value, the field stays out of its key)."""
+    meta = {"help": help, "minimum": minimum, "choices": choices}
+    if introduced is not dataclasses.MISSING:
+        meta["introduced"] = introduced
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 @dataclass
 class TrainSettings:
     """Optimiser and budget of one phase."""
 
-    epochs: int = 0
-    lr: float = 0.1
-    optimizer: str = "sgd"  # sgd | adam
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"  # cosine (per epoch) | constant
-    batch_size: int = 128
+    epochs: int = setting(0, minimum=0, help="training epochs of the phase")
+    lr: float = setting(0.1, minimum=0.0, help="learning rate (cosine-annealed per epoch by default)")
+    optimizer: str = setting("sgd", choices=("sgd", "adam"), help="optimizer")
+    momentum: float = setting(0.9, minimum=0.0, help="SGD momentum")
+    weight_decay: float = setting(1e-4, minimum=0.0, help="weight decay")
+    schedule: str = setting("cosine", choices=("cosine", "constant"), help="learning-rate schedule, per epoch")
+    batch_size: int = setting(128, minimum=1, help="training batch size")
 
 
 @dataclass
@@ -36,77 +65,13 @@ class AttackSettings:
     Training attacks are l-inf with the objective's own loss; norm, loss and targeted are evaluation options.
     """
 
-    eps: float | None = None
-    step_size: float | None = None
-    steps: int = 10
-    restarts: int = 1
-    norm: str = "linf"  # linf | l2
-    loss: str = "ce"  # ce | margin | dlr
-    targeted: bool = False  # towards the most likely wrong class of the clean input
-
-
-@dataclass
-class SmoothingSettings:
-    """Gaussian noise of the `smoothing` and `gaussian` objectives (pixel units), and the stability weight."""
-
-    sigma: float = 0.25
-    beta: float = 6.0  # `smoothing`: CE + beta x KL(f(x) || f(x + delta)), as HYDRA's stability training
-    draws: int = 1  # noise draws per example and step (the losses average over them)
-
-
-@dataclass
-class CertifySettings:
-    """Cohen et al.'s CERTIFY for the `smoothing` evaluator (`paper`: HYDRA's N0 100, N 10,000, alpha 0.001).
-
-    sigma None: the run's training sigma. radii: the l2 radii at which certified accuracy is reported
-    (0.435 is the l2 ball around the l-inf ball of 2/255 on 32x32x3, the radius read as HYDRA's vra-s).
-    examples: how many evaluation examples are certified (None: all). max_batch: noisy inputs per forward.
-    """
-
-    n0: int = 100
-    n: int = 10_000
-    alpha: float = 0.001
-    sigma: float | None = None
-    radii: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.435, 0.5, 0.75, 1.0])
-    examples: int | None = None
-    max_batch: int = 4096
-
-
-@dataclass
-class VerifiableSettings:
-    """Schedules of the bound-based objectives `ibp`, `crown-ibp` and `mixtrain`.
-
-    In the dense pretraining the training eps ramps linearly from 0 (per batch; per epoch for `mixtrain`, as in
-    its code) over ramp_epochs, after warmup_epochs at eps 0; the prune and finetune phases run at full eps from
-    the first step (HYDRA's schedule_length 1). kappa (the natural CE's weight) and CROWN-IBP's beta (the
-    weight of the CROWN-IBP bound against IBP's) follow the ramp from their start to their end values.
-    `mixtrain`: with probability mixtrain_alpha per batch, CE + iw x the robust CE of symbolic intervals on
-    mixtrain_examples examples drawn from the batch, iw = mixtrain_weight x 2.5^floor((epoch - ramp) / 5),
-    at most 50.
-    """
-
-    warmup_epochs: int = 0
-    ramp_epochs: int = 5
-    kappa_start: float = 1.0  # Gowal et al.: kappa 1 -> 0.5
-    kappa_end: float = 0.5
-    beta_start: float = 1.0  # Zhang et al. and HYDRA: beta 1 -> 0
-    beta_end: float = 0.0
-    mixtrain_alpha: float = 0.8
-    mixtrain_examples: int = 5  # HYDRA's scripts: 5 for cnn-small, 1 for cnn-large
-    mixtrain_weight: float = 0.1
-
-
-@dataclass
-class VerifySettings:
-    """The bound-propagation evaluators `ibp`, `crown` and `sym`: at the evaluation eps (eval_attack.eps) and
-    at each of eps_multiples of it, for a verified-accuracy curve. examples: how many evaluation examples are
-    verified (None: all); max_batch: examples per bound computation of `crown` and `sym`. A batch of them costs
-    what its most unstable example costs (the bounds are padded to it), so on the CPU one at a time is the
-    fastest (measured: README); `ibp` takes the whole evaluation batch at once."""
-
-    eps_multiples: list[float] = field(default_factory=lambda: [0.5, 1.5, 2.0])
-    examples: int | None = None
-    max_batch: int = 1
+    eps: float | None = setting(None, minimum=0.0, help="radius in [0, 1] pixel units (default: the dataset's)")
+    step_size: float | None = setting(None, minimum=0.0, help="step size (default: from the dataset and steps)")
+    steps: int = setting(10, minimum=0, help="attack steps")
+    restarts: int = setting(1, minimum=1, help="random restarts (an example must survive every one)")
+    norm: str = setting("linf", choices=("linf", "l2"), help="threat model")
+    loss: str = setting("ce", choices=("ce", "margin", "dlr"), help="attack loss")
+    targeted: bool = setting(False, help="towards the most likely wrong class of the clean input")
 
 
 @dataclass
@@ -118,13 +83,54 @@ class EvalSettings:
     its attacks (apgd-ce, apgd-t, apgd-dlr, fab, fab-t, square).
     """
 
-    evaluators: list[str] = field(default_factory=lambda: ["clean", "pgd", "autoattack"])
-    autoattack: str = "apgd-ce,apgd-t,square"  # the `quick` tier (Square with square_queries); `paper`: standard
-    eps_sweep: list[float] = field(default_factory=lambda: [0.5, 1.0, 1.5, 2.0])  # multiples of eval_attack.eps
-    checks: bool = True  # the gradient-masking self-checks (attacks/checks.py)
-    check_examples: int = 100  # how many examples the costlier checks look at
-    square_queries: int = 1000  # Square's query budget in a custom AutoAttack list and in the black-box check
-    batch_size: int = 256
+    evaluators: list[str] = setting(default_factory=lambda: ["clean", "pgd", "autoattack"],
+                                    help="evaluators in cascade order")
+    autoattack: str = setting("apgd-ce,apgd-t,square", help="AutoAttack version: standard, rand or a list")
+    eps_sweep: list[float] = setting(default_factory=lambda: [0.5, 1.0, 1.5, 2.0], minimum=0.0,
+                                     help="PGD at these multiples of the evaluation eps")
+    checks: bool = setting(True, help="the gradient-masking self-checks")
+    check_examples: int = setting(100, minimum=1, help="examples the costlier checks look at")
+    square_queries: int = setting(1000, minimum=1, help="Square's queries in a custom AutoAttack list and the "
+                                                        "black-box check")
+    batch_size: int = setting(256, minimum=1, help="evaluation batch size")
+
+
+@dataclass(frozen=True)
+class SettingsGroup:
+    """A plug-in's settings: `--set <name>.<field>=...`, `config.settings_of(<name>)`.
+
+    role: whose they are (method, objective or evaluator); users: the registered plug-ins of that role that
+    read them (filled by the registries; a group may serve several, as `smoothing` serves two objectives).
+    budget: the group's preset values, `(PresetContext) -> {field: value}`. aliases: old spellings and the
+    names they stand for, a setting (`admm_rho` -> `admm.rho`) or a whole prefix (`prune` -> `hydra`).
+    """
+
+    name: str
+    cls: type
+    role: str
+    budget: Callable[[Any], dict[str, Any]] | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    users: set[str] = field(default_factory=set, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"settings group {self.name!r}: role must be one of {ROLES}, got {self.role!r}")
+
+
+SETTINGS: Registry[SettingsGroup] = Registry("settings group")
+
+
+def register_settings(group: SettingsGroup | None, role: str, user: str) -> None:
+    """Called by the plug-in registries: `user` (a method, objective or evaluator name) reads `group`."""
+    if group is None:
+        return
+    if group.role != role:
+        raise ValueError(f"{role} {user!r} declares settings group {group.name!r} of role {group.role!r}")
+    if group.name not in SETTINGS:
+        SETTINGS.add(group.name, group)
+    elif SETTINGS.get(group.name).cls is not group.cls:
+        raise ValueError(f"settings group {group.name!r} is declared twice with different classes")
+    SETTINGS.get(group.name).users.add(user)
 
 
 @dataclass
@@ -140,177 +146,142 @@ class RunConfig:
     scope: str = "layer"
     seed: int = 0
     preset: str = "quick"
-    # The defaults are the `quick` preset on digits.
-    pretrain: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=40, lr=0.1))
-    prune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.1))
-    finetune: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=20, lr=0.01))
-    train_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=10))
-    eval_attack: AttackSettings = field(default_factory=lambda: AttackSettings(steps=20, restarts=2))
-    trades_beta: float = 6.0
-    # ADMM (Ye et al. 2019): its phase's optimiser and budget, and the augmented-Lagrangian schedule
-    admm: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=10, lr=0.01))
-    admm_rho: float = 1.0  # the `paper` preset uses Ye et al.'s 1e-3; see the README for why quick runs use 1
-    admm_rho_growth: float = 1.3
-    admm_interval: int = 1  # epochs between Z/U/rho updates
-    # Lottery tickets: the retraining of each round, the fraction of survivors pruned per round, and the
-    # pretraining epoch the survivors are rewound to (0 = initialisation; 0, 1 and 2 are kept)
-    lottery: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=5, lr=0.1))
-    lottery_rate: float = 0.5
-    lottery_rewind_epoch: int = 1
-    train_examples: int | None = None  # None: the whole training split
-    eval_examples: int | None = None  # None: the whole test split
+    pretrain: TrainSettings = field(default_factory=TrainSettings)
+    finetune: TrainSettings = field(default_factory=TrainSettings)
+    train_attack: AttackSettings = field(default_factory=AttackSettings)
+    eval_attack: AttackSettings = field(default_factory=AttackSettings)
+    train_examples: int | None = setting(None, minimum=1, help="training examples (default: the whole split)")
+    eval_examples: int | None = setting(None, minimum=1, help="evaluation examples (default: the whole split)")
     eval: EvalSettings = field(default_factory=EvalSettings)
-    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
-    certify: CertifySettings = field(default_factory=CertifySettings)
-    verifiable: VerifiableSettings = field(default_factory=VerifiableSettings)
-    verify: VerifySettings = field(default_factory=VerifySettings)
+    # settings group name -> its settings dataclass. A resolved config holds every registered group; keys and
+    # config.json take only the active ones (so `replace(method=...)` keeps the preset's budgets).
+    groups: dict[str, Any] = field(default_factory=dict)
 
     @property
     def effective_pretrain_objective(self) -> str:
         return self.pretrain_objective or self.objective
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    # -------------------------------------------------------------------------------- settings groups
+
+    def settings_of(self, name: str) -> Any:
+        """The settings of group `name`: this run's, or the group's defaults where the run has none."""
+        return self.groups[name] if name in self.groups else SETTINGS.get(name).cls()
+
+    def with_settings(self, name: str, **changes: Any) -> RunConfig:
+        """A copy with fields of group `name` replaced."""
+        return self.replace(groups={**self.groups, name: dataclasses.replace(self.settings_of(name), **changes)})
+
+    def active_groups(self) -> list[str]:
+        """The groups this run's method, objectives and evaluators read, in registry order."""
+        users = {"method": {self.method}, "objective": {self.objective, self.effective_pretrain_objective},
+                 "evaluator": set(self.eval.evaluators)}
+        return [n for n in SETTINGS.names() if SETTINGS.get(n).users & users[SETTINGS.get(n).role]]
+
+    def only_active(self) -> RunConfig:
+        """A copy holding exactly the active groups (defaults for those it had none of)."""
+        return self.replace(groups={n: self.settings_of(n) for n in self.active_groups()})
+
+    # ------------------------------------------------------------------------------------------- keys
 
     def key(self) -> str:
-        """Hash of the non-default settings that can affect the trained model (other methods' and unused
-        objectives' settings and the evaluation left out: a new evaluator or attack strength re-evaluates, it
-        does not retrain)."""
-        foreign = {name for method, names in METHOD_SETTINGS.items() if method != self.method for name in names}
-        used = {self.objective, self.effective_pretrain_objective}
-        read = {name for objective in used for name in OBJECTIVE_SETTINGS.get(objective, ())}
-        foreign.update({name for names in OBJECTIVE_SETTINGS.values() for name in names} - read)
-        foreign.update(EVAL_SETTINGS)
-        return content_key({k: v for k, v in non_default(self).items() if k not in foreign})
-
-    def eval_key(self) -> str:
-        """Hash of everything the evaluation of a trained model depends on."""
-        d = self.to_dict()
-        return content_key({k: d[k] for k in EVAL_SETTINGS})
+        """The trained model's key: everything training depends on, evaluation left out (a new evaluator or
+        attack strength re-evaluates, it does not retrain)."""
+        values = key_values(self, ("dataset", "arch", "objective", "method", "sparsity", "scope", "seed",
+                                   "pretrain", "finetune", "train_attack", "train_examples"))
+        values["pretrain_objective"] = self.effective_pretrain_objective
+        values["groups"] = self._group_values(lambda g: g.role in ("method", "objective"))
+        return content_key(values)
 
     def pretrain_settings(self) -> dict[str, Any]:
         """What the dense pretrained model depends on: shared by all methods and sparsities."""
-        d = self.to_dict()
-        shared = {k: d[k] for k in ("dataset", "arch", "seed", "pretrain", "train_attack", "trades_beta",
-                                     "train_examples")}
-        shared["objective"] = self.effective_pretrain_objective
-        shared.update({k: d[k] for k in OBJECTIVE_SETTINGS.get(shared["objective"], ())})
-        return shared
+        values = key_values(self, ("dataset", "arch", "seed", "pretrain", "train_attack", "train_examples"))
+        values["objective"] = objective = self.effective_pretrain_objective
+        values["groups"] = self._group_values(lambda g: g.role == "objective" and objective in g.users)
+        return values
 
     def pretrain_key(self) -> str:
         return content_key(self.pretrain_settings())
+
+    def eval_key(self) -> str:
+        """Everything the evaluation of a trained model depends on."""
+        values = key_values(self, ("eval_attack", "eval_examples", "eval"))
+        values["groups"] = self._group_values(lambda g: g.role == "evaluator")
+        return content_key(values)
+
+    def _group_values(self, wanted: Callable[[SettingsGroup], bool]) -> dict[str, Any]:
+        """The active groups that `wanted` selects, under the key rule."""
+        return {n: key_values(self.settings_of(n), None, f"groups.{n}.") for n in self.active_groups()
+                if wanted(SETTINGS.get(n))}
+
+    # ------------------------------------------------------------------------------- (de)serialising
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """The inverse of to_dict (for config.json and for cells sent to other processes)."""
+        nested = {f.name: f.type for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name == "groups":
+                kwargs[name] = {g: SETTINGS.get(g).cls(**v) for g, v in value.items()}
+            elif name in _NESTED:
+                kwargs[name] = _NESTED[name](**value)
+            elif name in nested:
+                kwargs[name] = value
+        return cls(**kwargs)
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Settings that only the evaluation reads.
-EVAL_SETTINGS = ("eval_attack", "eval_examples", "eval", "certify", "verify")
-
-# Settings that only some objectives read (beyond train_attack and trades_beta, which every pretrain key holds).
-OBJECTIVE_SETTINGS: dict[str, tuple[str, ...]] = {
-    "smoothing": ("smoothing",), "gaussian": ("smoothing",),
-    "ibp": ("verifiable",), "crown-ibp": ("verifiable",), "mixtrain": ("verifiable",),
-}
-
-# Settings that only one method reads: a change to them leaves every other method's cached runs valid.
-METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "hydra": ("prune",),
-    "admm": ("admm", "admm_rho", "admm_rho_growth", "admm_interval"),
-    "lottery": ("lottery", "lottery_rate", "lottery_rewind_epoch"),
-}
+_NESTED = {"pretrain": TrainSettings, "finetune": TrainSettings, "train_attack": AttackSettings,
+           "eval_attack": AttackSettings, "eval": EvalSettings}
 
 
-def non_default(obj: Any, default: Any = None) -> dict[str, Any]:
-    """The fields of a (nested) dataclass that differ from a default-built instance."""
-    default = type(obj)() if default is None else default
-    out: dict[str, Any] = {}
-    for f in fields(obj):
-        value, base = getattr(obj, f.name), getattr(default, f.name)
-        if is_dataclass(value):
-            nested = non_default(value, base)
-            if nested:
-                out[f.name] = nested
-        elif value != base:
-            out[f.name] = value
-    return out
+# ------------------------------------------------------------------------------------------------ keys
 
 
-def content_key(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+def content_key(values: dict[str, Any]) -> str:
+    """The hash of a key's values (see key_values), with the key version."""
+    blob = json.dumps({"key_version": KEY_VERSION, **values}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def apply_overrides(cfg: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
-    """Return a copy of cfg with nested overrides ({"pretrain": {"epochs": 3}} or {"pretrain.epochs": 3}).
-
-    Settings are replaced, never mutated in place, so presets and defaults can be shared safely.
-    """
-    for dotted, value in _flatten(overrides).items():
-        *path, leaf = dotted.split(".")
-        target = cfg
-        parents = []
-        for part in path:
-            if not _has_field(target, part) or not is_dataclass(getattr(target, part)):
-                raise UserError(f"{source}: unknown setting {dotted!r}; valid: {', '.join(setting_names())}")
-            parents.append((target, part))
-            target = getattr(target, part)
-        if not _has_field(target, leaf) or is_dataclass(getattr(target, leaf)):
-            raise UserError(f"{source}: unknown setting {dotted!r}; valid: {', '.join(setting_names())}")
-        new = dataclasses.replace(target, **{leaf: _coerce(target, leaf, value, dotted, source)})
-        for parent, part in reversed(parents):
-            new = dataclasses.replace(parent, **{part: new})
-        cfg = new
-    return cfg
-
-
-def setting_names(obj: Any = None, prefix: str = "") -> list[str]:
-    obj = RunConfig() if obj is None else obj
-    names = []
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(value):
-            names += setting_names(value, f"{prefix}{f.name}.")
-        else:
-            names.append(prefix + f.name)
-    return names
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def key_values(obj: Any, names: tuple[str, ...] | None = None, prefix: str = "") -> dict[str, Any]:
+    """The fields `names` of a (nested) dataclass instance as plain values, under the key rule: every value,
+    except a field absent from the frozen baseline that declares the value it was `introduced` with and still
+    has it. `prefix` is the dotted path of obj in the key schema (`pretrain.`, `groups.admm.`)."""
     out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[prefix + k] = v
+    for f in fields(obj):
+        if names is not None and f.name not in names:
+            continue
+        value, path = getattr(obj, f.name), f"{prefix}{f.name}"
+        if path not in baseline_fields() and "introduced" in f.metadata and value == f.metadata["introduced"]:
+            continue
+        out[f.name] = key_values(value, None, f"{path}.") if dataclasses.is_dataclass(value) else value
     return out
 
 
-def _has_field(obj: Any, name: str) -> bool:
-    return any(f.name == name for f in fields(obj))
+@cache
+def baseline_fields() -> frozenset[str]:
+    """The dotted field paths of the frozen key baseline (see module docstring)."""
+    return frozenset(json.loads(BASELINE_FILE.read_text())["fields"])
 
 
-def _coerce(obj: Any, name: str, value: Any, dotted: str, source: str) -> Any:
-    """Convert strings from `--set k=v` and YAML scalars to the field's type; None stays None."""
-    current = getattr(type(obj)(), name)
-    if value is None or isinstance(value, bool):
-        return value
-    kind = type(current) if current is not None else _optional_type(obj, name)
-    try:
-        if kind is list:
-            items = value if isinstance(value, list) else [v for v in str(value).split(",") if v.strip()]
-            element = type(current[0]) if current else str
-            return [element(v.strip() if isinstance(v, str) else v) for v in items]
-        if kind is bool:
-            return str(value).lower() in ("1", "true", "yes")
-        return kind(value)
-    except (TypeError, ValueError):
-        raise UserError(f"{source}: setting {dotted!r} needs a {kind.__name__}, got {value!r}") from None
+def schema_fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every leaf field of the key schema, as (dotted path, field): the core config's and each group's."""
+    def walk(cls: type, prefix: str) -> Iterator[tuple[str, dataclasses.Field]]:
+        for f in fields(cls):
+            kind = _NESTED.get(f.name) if cls is RunConfig else None
+            if f.name == "groups" and cls is RunConfig:
+                continue
+            if kind is not None:
+                yield from walk(kind, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", f
 
-
-def _optional_type(obj: Any, name: str) -> type:
-    annotation = next(f.type for f in fields(obj) if f.name == name)
-    for kind in (int, float, str):
-        if kind.__name__ in str(annotation):
-            return kind
-    return str
+    yield from walk(RunConfig, "")
+    for name in SETTINGS.names():
+        yield from walk(SETTINGS.get(name).cls, f"groups.{name}.")

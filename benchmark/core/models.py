@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision
 from torch import nn
 
+from benchmark.core.data import DATASETS
 from benchmark.core.errors import UserError
 from benchmark.core.registry import Registry
 
@@ -23,6 +23,7 @@ __all__ = [
     "ArchInfo",
     "Normalize",
     "build_model",
+    "model_for",
     "prunable_weight_count",
 ]
 
@@ -314,6 +315,8 @@ def _build_resnet18(in_ch: int, size: int, num_classes: int) -> nn.Module:
 
 @_arch("resnet50", "torchvision ResNet-50, randomly initialised (ImageNet-size inputs)", (224,))
 def _build_resnet50(in_ch: int, size: int, num_classes: int) -> nn.Module:
+    import torchvision  # its model zoo imports torch._dynamo: about 2 s, paid only by this arch
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     if in_ch != 3:
         # torchvision hard-codes 3 input channels; swap the stem for other channel counts.
@@ -367,3 +370,9 @@ def build_model(
 def prunable_weight_count(model: nn.Module) -> int:
     """Total number of weights in all Conv2d and Linear modules (biases and BatchNorm excluded)."""
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+
+
+def model_for(dataset: str, arch: str | None) -> nn.Sequential:
+    """A freshly initialised model of `arch` (None: the dataset's default) for the dataset's inputs."""
+    info = DATASETS.get(dataset)
+    return build_model(arch or info.default_arch, info.input_shape, info.num_classes, info.mean, info.std)

@@ -20,9 +20,10 @@ from torch import Tensor, nn
 from attacks import smoothing
 from attacks.autoattack import autoattack, parse_version
 from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
-from benchmark.core.config import RunConfig
+from benchmark.core.config import RunConfig, SettingsGroup, register_settings, setting
 from benchmark.core.data import DATASETS
 from benchmark.core.errors import UserError
+from benchmark.core.presets import PresetContext
 from benchmark.core.registry import Registry
 from benchmark.evaluation import verification
 
@@ -45,6 +46,7 @@ class Evaluator:
     certify: Certify | None = None
     metrics: Callable[[dict[str, Tensor], RunConfig], dict[str, float]] | None = None
     examples: Callable[[RunConfig], int | None] = field(default=lambda cfg: None)  # a certifier's: None = all
+    group: SettingsGroup | None = None  # the evaluator's own settings (certify, verify), with their budgets
 
 
 @dataclass
@@ -58,6 +60,11 @@ class Outcome:
 
 
 EVALUATORS: Registry[Evaluator] = Registry("evaluator")
+
+
+def register_evaluator(name: str, evaluator: Evaluator) -> None:
+    EVALUATORS.add(name, evaluator)
+    register_settings(evaluator.group, "evaluator", name)
 
 
 def outcome(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, norm: str) -> Outcome:
@@ -89,22 +96,55 @@ def _autoattack(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tenso
                       square_queries=autoattack_queries(cfg))
 
 
-EVALUATORS.add("clean", Evaluator(lambda model, x, y, cfg: x,
+register_evaluator("clean", Evaluator(lambda model, x, y, cfg: x,
                                   "clean accuracy: the prediction on the unperturbed input"))
-EVALUATORS.add("pgd", Evaluator(_pgd, "PGD robust accuracy (eval_attack: norm, eps, steps, step size, restarts, "
+register_evaluator("pgd", Evaluator(_pgd, "PGD robust accuracy (eval_attack: norm, eps, steps, step size, restarts, "
                                       "loss, targeted; worst case over restarts)", _attack_settings))
-EVALUATORS.add("autoattack", Evaluator(
+register_evaluator("autoattack", Evaluator(
     _autoattack, "the official AutoAttack (eval.autoattack: standard, rand, or a list such as apgd-ce,apgd-t)",
     lambda cfg: {"eps": cfg.eval_attack.eps, "norm": cfg.eval_attack.norm, "version": cfg.eval.autoattack,
                  "square_queries": autoattack_queries(cfg), "seed": cfg.seed}))
 
 
+@dataclass
+class CertifySettings:
+    """Cohen et al.'s CERTIFY for the `smoothing` evaluator (`paper`: HYDRA's N0 100, N 10,000, alpha 0.001).
+
+    sigma None: the run's training sigma (`smoothing.sigma`, filled in when the grid is resolved). radii: the
+    l2 radii at which certified accuracy is reported (0.435 is the l2 ball around the l-inf ball of 2/255 on
+    32x32x3, the radius read as HYDRA's vra-s). examples: how many evaluation examples are certified (None:
+    all). max_batch: noisy inputs per forward pass.
+    """
+
+    n0: int = setting(100, minimum=1, help="selection draws")
+    n: int = setting(10_000, minimum=1, help="estimation draws")
+    alpha: float = setting(0.001, minimum=0.0, help="failure probability of the certificate")
+    sigma: float | None = setting(None, minimum=0.0, help="noise sigma (default: the training sigma)")
+    radii: list[float] = setting(default_factory=lambda: [0.0, 0.25, 0.435, 0.5, 0.75, 1.0], minimum=0.0,
+                                 help="l2 radii of the certified-accuracy columns")
+    examples: int | None = setting(None, minimum=1, help="evaluation examples certified (default: all)")
+    max_batch: int = setting(4096, minimum=1, help="noisy inputs per forward pass")
+
+
+def certify_budget(ctx: PresetContext) -> dict[str, Any]:
+    if ctx.preset == "smoke":
+        return {"n0": 20, "n": 200, "examples": 32}
+    if ctx.preset == "quick":
+        return {"n": 1000} if ctx.small else {"n": 1000, "examples": 500}
+    return {}
+
+
+CERTIFY = SettingsGroup("certify", CertifySettings, "evaluator", budget=certify_budget)
+
+
 def smoothing_sigma(cfg: RunConfig) -> float:
-    return cfg.certify.sigma if cfg.certify.sigma is not None else cfg.smoothing.sigma
+    sigma = cfg.settings_of("certify").sigma
+    assert sigma is not None, "the grid resolution fills certify.sigma in"
+    return sigma
 
 
 def _certify_smoothed(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> dict[str, Tensor]:
-    c = cfg.certify
+    c = cfg.settings_of("certify")
     fields = smoothing.certify(model, x, n0=c.n0, n=c.n, alpha=c.alpha, sigma=smoothing_sigma(cfg),
                                num_classes=DATASETS.get(cfg.dataset).num_classes, max_batch=c.max_batch)
     return {**fields, "label": y.cpu(), "robust": fields["certified_class"] == y.cpu()}
@@ -117,25 +157,30 @@ def _smoothing_metrics(fields: dict[str, Tensor], cfg: RunConfig) -> dict[str, f
     metrics = {"smoothing_acc": robust.float().mean().item(),
                "smoothing_acr": (radius * robust).mean().item(),
                "smoothing_predict_acc": (fields["predicted_class"] == fields["label"]).float().mean().item()}
-    for r in cfg.certify.radii:
+    for r in cfg.settings_of("certify").radii:
         metrics[f"smoothing_r{r:g}_acc"] = (robust & (radius >= r)).float().mean().item()
     return metrics
 
 
-EVALUATORS.add("smoothing", Evaluator(
+def _smoothing_settings(cfg: RunConfig) -> dict[str, Any]:
+    c = cfg.settings_of("certify")
+    return {"n0": c.n0, "n": c.n, "alpha": c.alpha, "sigma": smoothing_sigma(cfg), "seed": cfg.seed}
+
+
+register_evaluator("smoothing", Evaluator(
     None, "randomized-smoothing certification, Cohen et al.'s CERTIFY and PREDICT (certify: n0, n, alpha, "
           "sigma, radii, examples)",
-    lambda cfg: {"n0": cfg.certify.n0, "n": cfg.certify.n, "alpha": cfg.certify.alpha,
-                 "sigma": smoothing_sigma(cfg), "seed": cfg.seed},
-    certify=_certify_smoothed, metrics=_smoothing_metrics, examples=lambda cfg: cfg.certify.examples))
+    _smoothing_settings, certify=_certify_smoothed, metrics=_smoothing_metrics,
+    examples=lambda cfg: cfg.settings_of("certify").examples, group=CERTIFY))
 
 for _name, _line in (("ibp", "interval bound propagation (IBP)"),
                      ("crown", "CROWN with CROWN bounds on every ReLU input (tightest here, costliest)"),
                      ("sym", "symbolic intervals, as MixTrain's verification")):
-    EVALUATORS.add(_name, Evaluator(
+    register_evaluator(_name, Evaluator(
         None, f"verified accuracy by {_line} at the evaluation eps and verify.eps_multiples of it (verify.*)",
         verification.certifier_settings(_name), certify=verification.certifier(_name),
-        metrics=verification.certifier_metrics(_name), examples=lambda cfg: cfg.verify.examples))
+        metrics=verification.certifier_metrics(_name), examples=lambda cfg: cfg.settings_of("verify").examples,
+        group=verification.VERIFY))
 
 TORCHATTACKS = "torchattacks:"
 
@@ -211,7 +256,7 @@ def describe(cfg: RunConfig, examples: int, names: list[str]) -> str:
     text = f"{norm} eps {cfg.eval_attack.eps:.4g}: {attacks}; {examples} test examples"
     text += verification.describe(cfg, names, examples)
     if "smoothing" in names:
-        c = cfg.certify
+        c = cfg.settings_of("certify")
         text += (f"; randomized smoothing sigma {smoothing_sigma(cfg):g}, N0 {c.n0}, N {c.n}, alpha {c.alpha:g} "
                  f"on {min(c.examples or examples, examples)} examples")
     return text

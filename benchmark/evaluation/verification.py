@@ -9,22 +9,45 @@ is the evaluation eps (eval_attack.eps): the dataset's verification eps for a bo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from attacks import bounds
-from benchmark.core.config import RunConfig
+from benchmark.core.config import RunConfig, SettingsGroup, setting
+from benchmark.core.presets import PresetContext
 
 CERTIFIERS = {"ibp": "ibp", "crown": "crown", "sym": "sym"}  # evaluator -> bound method of attacks/bounds.py
 TITLES = {"ibp": "IBP", "crown": "CROWN", "sym": "symbolic intervals"}
 BEST = "verified"  # the metric prefix of the best of the certifiers (an example verified by any of them)
 
 
+@dataclass
+class VerifySettings:
+    """The bound-propagation evaluators `ibp`, `crown` and `sym`: at the evaluation eps (eval_attack.eps) and
+    at each of eps_multiples of it, for a verified-accuracy curve. examples: how many evaluation examples are
+    verified (None: all); max_batch: examples per bound computation of `crown` and `sym`. A batch of them costs
+    what its most unstable example costs (the bounds are padded to it), so on the CPU one at a time is the
+    fastest (measured: README); `ibp` takes the whole evaluation batch at once."""
+
+    eps_multiples: list[float] = setting(default_factory=lambda: [0.5, 1.5, 2.0], minimum=0.0,
+                                         help="also verify at these multiples of the evaluation eps")
+    examples: int | None = setting(None, minimum=1, help="evaluation examples verified (default: all)")
+    max_batch: int = setting(1, minimum=1, help="examples per CROWN / symbolic-interval bound computation")
+
+
+def verify_budget(ctx: PresetContext) -> dict[str, Any]:
+    return {"examples": 500} if ctx.preset == "quick" else {}
+
+
+VERIFY = SettingsGroup("verify", VerifySettings, "evaluator", budget=verify_budget)
+
+
 def multiples(cfg: RunConfig) -> list[float]:
     """The eps multiples every certifier verifies at, 1 (the evaluation eps) included."""
-    return sorted({1.0, *cfg.verify.eps_multiples})
+    return sorted({1.0, *cfg.settings_of("verify").eps_multiples})
 
 
 def margin_field(multiple: float) -> str:
@@ -43,7 +66,7 @@ def certifier(name: str) -> Any:
     method = CERTIFIERS[name]
 
     def certify(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> dict[str, Tensor]:
-        chunk = len(x) if method == "ibp" else cfg.verify.max_batch
+        chunk = len(x) if method == "ibp" else cfg.settings_of("verify").max_batch
         fields: dict[str, Tensor] = {}
         with torch.no_grad():
             for multiple in multiples(cfg):
@@ -103,7 +126,7 @@ def describe(cfg: RunConfig, names: list[str], examples: int) -> str:
     used = [TITLES[n] for n in names if n in CERTIFIERS]
     if not used:
         return ""
-    count = min(cfg.verify.examples or examples, examples)
+    count = min(cfg.settings_of("verify").examples or examples, examples)
     others = ", ".join(f"{m:g}" for m in multiples(cfg) if m != 1.0)
     also = f" (and x{others})" if others else ""
     return f"; verified by {', '.join(used)} at l-inf eps {cfg.eval_attack.eps:.4g}{also} on {count} examples"

@@ -88,13 +88,16 @@ def make_scheduler(opt: torch.optim.Optimizer, s: TrainSettings) -> torch.optim.
 
 @dataclass
 class Phase:
-    """What the loop needs to run one phase; `checkpoint` is where its per-epoch state goes."""
+    """One training phase. A pruner declares its phases by name and settings (and, for a phase whose result
+    several target sparsities share, the name it is stored under); the runner fills in the rest for the loop:
+    the objective, the parameters to train and where the per-epoch checkpoint goes."""
 
     name: str
     settings: TrainSettings
-    objective: Objective
-    params: list[nn.Parameter]
-    checkpoint: Path
+    shared_as: str | None = None  # the runner stores the result under this name and reuses it for other targets
+    objective: Objective | None = None
+    params: list[nn.Parameter] = field(default_factory=list)
+    checkpoint: Path | None = None
     mask: Mask | None = None  # re-applied after every optimizer step
     regularize: Callable[[], Tensor | None] | None = None
     on_epoch_end: Callable[[int], None] | None = None
@@ -105,12 +108,13 @@ class Phase:
 def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Tensor]], rng: torch.Generator,
               device: torch.device, progress: Progress) -> PhaseCost:
     """Train for phase.settings.epochs, resuming from phase.checkpoint if a previous attempt left one."""
+    assert phase.objective is not None and phase.checkpoint is not None, "the runner fills these in"
     s = phase.settings
     opt = make_optimizer(phase.params, s)
     sched = make_scheduler(opt, s)
     cost, start = PhaseCost(), 0
     if phase.checkpoint.exists():
-        start, cost = _restore(phase, model, opt, sched, rng)
+        start, cost = _restore(phase, model, opt, sched, rng, device)
     if phase.mask is not None:
         phase.mask.apply_(model)
     bar = progress.bar(total=s.epochs * len(loader), initial=start * len(loader), desc=phase.name)
@@ -162,13 +166,14 @@ def _save(phase: Phase, epoch: int, cost: PhaseCost, model: nn.Module, opt: torc
 
 
 def _restore(phase: Phase, model: nn.Module, opt: torch.optim.Optimizer,
-             sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator) -> tuple[int, PhaseCost]:
-    state = safe_load(phase.checkpoint)
+             sched: torch.optim.lr_scheduler.LRScheduler, rng: torch.Generator,
+             device: torch.device) -> tuple[int, PhaseCost]:
+    state = safe_load(phase.checkpoint, map_location=device)  # the pruner's state too, on the model's device
     model.load_state_dict(state["model"])
     if phase.extra_state is not None:
         phase.extra_state.load_state_dict(state["extra"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    rng.set_state(state["loader_rng"])
+    torch.set_rng_state(state["torch_rng"].cpu())
+    rng.set_state(state["loader_rng"].cpu())
     return state["epoch"], PhaseCost(**state["cost"])
