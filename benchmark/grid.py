@@ -20,7 +20,7 @@ from benchmark.core.models import ARCHS, model_for
 from benchmark.core.overrides import apply_settings
 from benchmark.core.presets import PRESETS, PresetContext
 from benchmark.evaluation import verification
-from benchmark.evaluation.evaluators import get_evaluator
+from benchmark.evaluation.evaluators import TORCHATTACKS, get_evaluator, torchattacks_norm
 from benchmark.spec import GridSpec
 from benchmark.training.objectives import OBJECTIVES
 from methods import METHODS, build_pruner
@@ -121,6 +121,9 @@ def check_evaluation(cfg: RunConfig) -> None:
     """Every evaluator name and the AutoAttack version, before any training."""
     for name in cfg.eval.evaluators:
         get_evaluator(name)
+        if name.startswith(TORCHATTACKS) and torchattacks_norm(name) != cfg.eval_attack.norm:
+            raise UserError(f"{name} attacks in {torchattacks_norm(name)}, but eval_attack.norm is "
+                            f"{cfg.eval_attack.norm}; use a torchattacks attack of that norm (e.g. PGDL2 for l2)")
     parse_version(cfg.eval.autoattack)
     if any(m <= 0 for m in cfg.eval.eps_sweep):
         raise UserError(f"eval.eps_sweep multiples must be positive, got {cfg.eval.eps_sweep}")

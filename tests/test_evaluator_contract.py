@@ -24,6 +24,7 @@ from attacks import bounds
 from attacks.pgd import perturbation_norm, pgd_attack, predict
 from attacks.smoothing import ABSTAIN
 from benchmark.core.config import RunConfig
+from benchmark.core.errors import UserError
 from benchmark.evaluation import verification
 from benchmark.evaluation.evaluators import EVALUATORS, Evaluator, Outcome, get_evaluator, run_evaluator
 from tests.conftest import smoke_config
@@ -37,14 +38,6 @@ VERIFY_EPS = {"ibp": 0.01, "crown": 0.04, "sym": 0.04}
 CHEAP = {"autoattack": {"eval.autoattack": "apgd-ce"},
          "smoothing": {"certify.sigma": 0.25, "certify.n0": 20, "certify.n": 200}}
 
-LINF_ONLY = pytest.mark.xfail(strict=True, reason=(
-    "bug: torchattacks_evaluator (benchmark/evaluation/evaluators.py) passes eval_attack.eps to an l-inf attack "
-    "whatever eval_attack.norm is, so under norm=l2 (eps 0.5) torchattacks' PGD/FGSM search the l-inf ball of "
-    "radius 0.5 and the cascade reports their result as l2 robust accuracy"))
-MOVES_WRONG = pytest.mark.xfail(strict=True, reason=(
-    "bug: the torchattacks evaluator attacks examples the model already gets wrong, so run_evaluator's Outcome "
-    "gives them the perturbation's norm as distance instead of 0 (Outcome's contract; pgd and autoattack return x "
-    "there). Harmless inside the cascade, which only attacks correctly classified examples"))
 
 
 def config(name: str, norm: str = "linf") -> RunConfig:
@@ -179,8 +172,8 @@ def test_robust_implies_correct_on_the_clean_input(name, evaluated, correct, bat
 
 
 @pytest.mark.parametrize(("name", "norm"), [
-    pytest.param(name, norm, marks=[LINF_ONLY] if norm == "l2" and name in TORCHATTACKS else [])
-    for name in NAMES for norm in ("linf", "l2")])
+    *[(name, "linf") for name in NAMES],
+    *[(name, "l2") for name in [*EVALUATORS.names(), "torchattacks:PGDL2"]]])
 def test_attack_points_stay_in_the_eps_ball_and_in_pixel_range(name, norm, evaluated, batch):
     _needs_torchattacks(name)
     if get_evaluator(name).attack is None:
@@ -196,7 +189,7 @@ def test_attack_points_stay_in_the_eps_ball_and_in_pixel_range(name, norm, evalu
         assert (distance > 0).any()  # it did move points
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[MOVES_WRONG] if n in TORCHATTACKS else []) for n in NAMES])
+@pytest.mark.parametrize("name", NAMES)
 def test_an_input_the_model_already_gets_wrong_is_left_as_it_is(name, evaluated, batch, correct):
     """Outcome's contract: distance 0 where the clean input is already wrong (nothing needed to break it)."""
     _needs_torchattacks(name)
@@ -206,6 +199,13 @@ def test_an_input_the_model_already_gets_wrong_is_left_as_it_is(name, evaluated,
     run, wrong = evaluated(name), ~correct
     assert run.points is not None and torch.equal(run.points[wrong], x[wrong])
     assert (run.outcome.distance[wrong] == 0).all()
+
+
+def test_an_attack_of_another_norm_than_the_evaluation_is_refused():
+    _needs_torchattacks("torchattacks:PGD")
+    with pytest.raises(UserError, match="torchattacks:PGD attacks in linf, but eval_attack.norm is l2"):
+        smoke_config(**{"eval_attack.norm": "l2", "eval_attack.eps": 0.5,
+                        "eval.evaluators": ["clean", "torchattacks:PGD"]})
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])

@@ -192,9 +192,16 @@ def get_evaluator(name: str) -> Evaluator:
     return EVALUATORS.get(name)
 
 
+def torchattacks_norm(attack: str) -> str:
+    """The threat model of a torchattacks attack: its l2 attacks say so in their names (PGDL2, ...)."""
+    return "l2" if "L2" in attack else "linf"
+
+
 def torchattacks_evaluator(attack: str) -> Evaluator:
     """Robust accuracy under torchattacks' `attack`, built with the run's eval eps (and steps, step size)
-    where its constructor takes them; everything else keeps torchattacks' defaults."""
+    where its constructor takes them; everything else keeps torchattacks' defaults. Examples the model
+    already gets wrong are left as they are (as every evaluator does), and the attack's threat model must be
+    the evaluation's (checked when the grid is resolved)."""
     try:
         import torchattacks
     except ImportError:
@@ -210,7 +217,9 @@ def torchattacks_evaluator(attack: str) -> Evaluator:
 
     def run(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) -> Tensor:
         with eval_mode(model):
-            return cls(model, **offered(cfg))(x, y)
+            x_adv = cls(model, **offered(cfg))(x, y)
+        correct = (predict(model, x) == y).view(-1, *[1] * (x.dim() - 1))
+        return torch.where(correct, x_adv, x)
 
     return Evaluator(run, f"torchattacks' {attack}", lambda cfg: {"attack": attack, **offered(cfg)})
 
