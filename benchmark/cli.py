@@ -150,16 +150,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
                   f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
         return 0
-    runner.check_inputs(grid.base, env)
+    if runner.pending(grid.cells, store):  # a finished grid loads no data
+        runner.check_inputs(grid.base, env)
     records = runner.run_grid(grid.cells, env, store)
-    from results.report import write_report
-
-    print(write_report(records, opts.out / "report"))
+    print(report_of_run(records, opts.out / "report"))
     failed = sum(r["status"] != "done" for r in records)
     if failed:
         print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def report_of_run(records: list[Any], out_dir: Path) -> str:
+    """The report of the grid's records, rewritten only when a record changed since `run` last wrote it
+    (a finished grid then imports neither pandas nor matplotlib); `report` always rebuilds it."""
+    import hashlib
+    import json
+
+    blob = json.dumps(records, sort_keys=True, default=lambda o: dataclasses.asdict(o)
+                      if dataclasses.is_dataclass(o) else str(o))
+    digest = hashlib.sha256(blob.encode()).hexdigest()
+    summary, stamp = out_dir / "summary.md", out_dir / ".records.sha256"
+    if summary.exists() and stamp.exists() and stamp.read_text() == digest:
+        return summary.read_text()
+    from benchmark.core.io import atomic_write_text
+    from results.report import write_report
+
+    text = write_report(records, out_dir)
+    atomic_write_text(text, summary)
+    atomic_write_text(digest, stamp)
+    return text
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

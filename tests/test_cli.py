@@ -163,3 +163,22 @@ def test_a_run_with_failed_cells_exits_non_zero(tmp_path, capsys, monkeypatch):
     argv = ["run", "--preset", "smoke", "--methods", "lwm", "--sparsity", "0.9", "--out", str(tmp_path), "--quiet"]
     assert main(argv) == 1
     assert "1 of 2 cells failed" in capsys.readouterr().err
+
+
+def test_a_finished_grid_prints_its_report_without_rewriting_it(tmp_path, capsys, monkeypatch):
+    from benchmark import runner
+
+    argv = ["run", "--preset", "smoke", "--methods", "lwm", "--sparsity", "0.9", "--out", str(tmp_path), "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    png = tmp_path / "report" / "digits_cnn-small_trades.png"
+    written = png.stat().st_mtime_ns
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("a finished grid loads no data")
+
+    monkeypatch.setattr(runner, "check_inputs", no_data)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
+    assert png.stat().st_mtime_ns == written
+    assert main(["report", "--out", str(tmp_path)]) == 0 and png.stat().st_mtime_ns > written
