@@ -292,8 +292,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = Store(args.out / "runs.db")
     record = evaluate_checkpoint(args.checkpoint, cfg, env, args.name or args.checkpoint.stem)
     store.put(record)
-    same_table = [r for r in store.all() if (r["dataset"], r["arch"], r["objective"]) ==
-                  (record["dataset"], record["arch"], record["objective"])]
+    same_table = [r for r in store.all() if (r.dataset, r.arch, r.objective) ==
+                  (record.dataset, record.arch, record.objective)]
     print(write_report(same_table, args.out / "report"))
     return 0
 

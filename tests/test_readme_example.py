@@ -27,7 +27,7 @@ def example_method() -> str:
 def test_readme_pruner_runs_a_cell_with_exact_sparsity(example_method, scope, env):
     cfg = smoke_config(scope=scope).replace(method=example_method, sparsity=0.95)
     record = runner.run_cell(cfg, env)
-    assert record["status"] == "done" and 0 <= record["clean_acc"] <= 1
+    assert record.status == "done" and 0 <= record.value("clean") <= 1
     exported = torch.load(runner.run_dir(env, cfg) / "model.pt", weights_only=True)
     plain = runner.new_model(cfg)
     plain.load_state_dict(exported, strict=True)
