@@ -154,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         runner.check_inputs(grid.base, env)
     records = runner.run_grid(grid.cells, env, store)
     print(report_of_run(records, opts.out / "report"))
-    failed = sum(r["status"] != "done" for r in records)
+    failed = sum(r.status != "done" for r in records)
     if failed:
         print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
               file=sys.stderr)
@@ -201,8 +201,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = Store(opts.out / "runs.db")
     record = evaluate_checkpoint(args.checkpoint, grid.base, env, args.name or args.checkpoint.stem)
     store.put(record)
-    same_table = [r for r in store.all() if (r["dataset"], r["arch"], r["objective"]) ==
-                  (record["dataset"], record["arch"], record["objective"])]
+    same_table = [r for r in store.all() if (r.dataset, r.arch, r.objective) ==
+                  (record.dataset, record.arch, record.objective)]
     print(write_report(same_table, opts.out / "report"))
     return 0
 

@@ -8,6 +8,7 @@ one wrapped in {"state_dict": ...} or {"model": ...}, with or without DataParall
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from benchmark.core.io import safe_load
 from benchmark.core.mask import prunable_weights
 from benchmark.core.progress import Progress
 from benchmark.runner import Environment, evaluate_on_test, new_model, record_for
+from results.record import RunRecord
 
 EXTERNAL = "external"
 
@@ -57,7 +59,7 @@ def checkpoint_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, name: str) -> dict[str, Any]:
+def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, name: str) -> RunRecord:
     """Evaluate a foreign checkpoint under `name` with cfg's evaluation. The key hashes the file's content
     and the settings its model depends on; per-example results go to external/<key>/eval/, so evaluating the
     same file again with more evaluators computes only the new ones."""
@@ -71,5 +73,4 @@ def evaluate_checkpoint(path: Path, cfg: RunConfig, env: Environment, name: str)
     evaluation = evaluate_on_test(model, cfg, env, progress, env.out / EXTERNAL / key / "eval")
     record = record_for(cfg, env, status="done", evaluation=evaluation, sparsity_actual=sparsity,
                         cost={"eval_seconds": evaluation.total_seconds})
-    record["key"] = key
-    return record
+    return dataclasses.replace(record, key=key)

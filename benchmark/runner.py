@@ -40,6 +40,7 @@ from benchmark.core.data import DATASETS, load_dataset, make_loader, subset
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_save, atomic_write_json, safe_load
 from benchmark.core.mask import Mask, dense_mask
+from benchmark.core.metrics import BEST, WORST
 from benchmark.core.models import model_for
 from benchmark.core.progress import Progress
 from benchmark.evaluation.cascade import Evaluation, evaluate_model
@@ -48,6 +49,7 @@ from benchmark.training import loop as train
 from benchmark.training.loop import Phase
 from benchmark.training.objectives import build_objective
 from methods import Pruner, build_pruner
+from results.record import RunRecord
 from results.store import Store
 
 REWIND_EPOCHS = (1, 2)  # early pretraining states kept beside the pretrained model (epoch 0 = init too)
@@ -150,7 +152,7 @@ def load_state(model: nn.Module, path: Path) -> nn.Module:
     return model
 
 
-def run_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
+def run_cell(cfg: RunConfig, env: Environment) -> RunRecord:
     """Run one cell to completion (resuming what a killed attempt left) and return its record.
 
     Training ends with model.pt and trained.pt (its cost); a later invocation with other evaluation settings
@@ -276,22 +278,20 @@ def export_state(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
 
 def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Evaluation | None = None,
                cost: dict[str, Any] | None = None, sparsity_actual: float | None = None,
-               error: str | None = None) -> dict[str, Any]:
-    metrics = evaluation.metrics if evaluation else None
-    return {
-        "key": cfg.key(), "dataset": cfg.dataset, "arch": cfg.arch, "objective": cfg.objective,
-        "pretrain_objective": cfg.effective_pretrain_objective, "method": cfg.method, "scope": cfg.scope,
-        "sparsity": cfg.sparsity, "sparsity_actual": sparsity_actual, "seed": cfg.seed, "preset": cfg.preset,
-        "metrics": metrics, "cost": cost, "eval_desc": evaluation.description if evaluation else None,
-        "evaluation": evaluation.summary() if evaluation else None,
-        "checks": evaluation.checks if evaluation else None, "eval_key": cfg.eval_key(), "device": env.device,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "status": status, "error": error, "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **(metrics or {}),
-    }
+               error: str | None = None) -> RunRecord:
+    return RunRecord(
+        key=cfg.key(), dataset=cfg.dataset, arch=cfg.arch, objective=cfg.objective,
+        pretrain_objective=cfg.effective_pretrain_objective, method=cfg.method, scope=cfg.scope,
+        sparsity=cfg.sparsity, sparsity_actual=sparsity_actual, seed=cfg.seed, preset=cfg.preset,
+        metrics=evaluation.metrics if evaluation else [], cost=cost,
+        eval_desc=evaluation.description if evaluation else None,
+        evaluation=evaluation.summary() if evaluation else None,
+        checks=evaluation.checks if evaluation else None, eval_key=cfg.eval_key(), device=env.device,
+        versions={"python": platform.python_version(), "torch": torch.__version__},
+        status=status, error=error, finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def execute_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
+def execute_cell(cfg: RunConfig, env: Environment) -> RunRecord:
     """run_cell, with any failure turned into a failed record (the grid goes on); Ctrl-C still stops."""
     try:
         return run_cell(cfg, env)
@@ -310,22 +310,22 @@ def execute_cell(cfg: RunConfig, env: Environment) -> dict[str, Any]:
 class SequentialExecutor:
     """Runs cells one after another in this process. Any executor with the same `map` can replace it."""
 
-    def map(self, fn: Callable[[RunConfig, Environment], dict[str, Any]], cells: list[RunConfig],
-            env: Environment) -> Iterator[dict[str, Any]]:
+    def map(self, fn: Callable[[RunConfig, Environment], RunRecord], cells: list[RunConfig],
+            env: Environment) -> Iterator[RunRecord]:
         for cfg in cells:
             yield fn(cfg, env)
 
 
 def pending(cells: list[RunConfig], store: Store) -> list[RunConfig]:
     """Cells not done, or done under other evaluation settings (those are only evaluated again)."""
-    def finished(record: dict[str, Any] | None, cfg: RunConfig) -> bool:
-        return bool(record) and record["status"] == "done" and record.get("eval_key") == cfg.eval_key()
+    def finished(record: RunRecord | None, cfg: RunConfig) -> bool:
+        return record is not None and record.status == "done" and record.eval_key == cfg.eval_key()
 
     return [cfg for cfg in cells if not finished(store.get(cfg.key()), cfg)]
 
 
 def run_grid(cells: list[RunConfig], env: Environment, store: Store,
-             executor: SequentialExecutor | None = None) -> list[dict[str, Any]]:
+             executor: SequentialExecutor | None = None) -> list[RunRecord]:
     """Run every cell not already done; write each record as it arrives. Returns all the grid's records."""
     executor = executor or SequentialExecutor()
     todo = pending(cells, store)
@@ -333,18 +333,19 @@ def run_grid(cells: list[RunConfig], env: Environment, store: Store,
     progress.say(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
     for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
         store.put(record)
-        outcome = record["status"] if record["status"] != "done" else (
-            f"clean {record['clean_acc']:.3f} worst-case robust {record['worst_acc']:.3f}"
-            + (f" verified {record['verified_acc']:.3f}" if "verified_acc" in record else ""))
-        progress.say(f"[{i}/{len(todo)}] {record['method']} sparsity {record['sparsity']:g} seed {record['seed']}: "
-                     f"{outcome}" + (f" ({record['error']})" if record["error"] else ""))
+        verified = record.value(BEST, "verified_acc", eps_multiple=1.0)
+        outcome = record.status if record.status != "done" else (
+            f"clean {record.value('clean'):.3f} worst-case robust {record.value(WORST):.3f}"
+            + (f" verified {verified:.3f}" if verified is not None else ""))
+        progress.say(f"[{i}/{len(todo)}] {record.method} sparsity {record.sparsity:g} seed {record.seed}: "
+                     f"{outcome}" + (f" ({record.error})" if record.error else ""))
     return [store.get(cfg.key()) for cfg in cells]
 
 
 def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:
     """For --dry-run: which phases of a cell are done (pretrain / prune / finetune / eval)."""
     record = store.get(cfg.key())
-    if record and record["status"] == "done" and record.get("eval_key") == cfg.eval_key():
+    if record and record.status == "done" and record.eval_key == cfg.eval_key():
         return "done"
     if (run_dir(env, cfg) / "trained.pt").exists():
         return "trained; evaluation to run"
@@ -355,8 +356,8 @@ def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:
     partial = sorted(p.name.removesuffix(".ckpt.pt") for p in folder.glob("*.ckpt.pt"))
     done = "+".join(p for p in parts if p) or "nothing"
     state = f"done: {done}" + (f"; in progress: {', '.join(partial)}" if partial else "")
-    if record and record["status"] == "failed":
-        state += f"; last attempt failed: {record['error']}"
+    if record and record.status == "failed":
+        state += f"; last attempt failed: {record.error}"
     return state
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pandas as pd
 
 DENSE = "dense"
@@ -15,6 +17,15 @@ def pruned_runs(group: pd.DataFrame) -> pd.DataFrame:
     pruned["sparsity_pct"] = (pruned["sparsity"] * 100).round(6)
     pruned["label"] = row_labels(pruned)
     return pruned
+
+
+def method_rows(done: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]:
+    """(label, sparsity in percent, runs): the dense model first, then each method and sparsity."""
+    dense = done[done["method"] == DENSE]
+    if len(dense):
+        yield DENSE, 0.0, dense
+    for (label, sparsity), runs in pruned_runs(done).groupby(["label", "sparsity_pct"], sort=True):
+        yield str(label), sparsity, runs
 
 
 def row_labels(pruned: pd.DataFrame) -> pd.Series:

@@ -1,28 +1,41 @@
 """The run store: one SQLite row per run (schema versioned), written only by the driver.
 
-Metrics and costs are stored as JSON of full-precision numbers, never as rounded strings.
+The columns are the fields of `RunRecord`; those typed as a list or dict hold JSON of full-precision numbers,
+never rounded strings. An older store is migrated in place when it is opened, in one transaction, keeping
+every row: version 2 added the evaluation's columns, version 3 turned each row's metrics from a dict of
+composed names into long form (`results.legacy`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
-COLUMNS = {
-    "key": "TEXT PRIMARY KEY",
-    "dataset": "TEXT", "arch": "TEXT", "objective": "TEXT", "pretrain_objective": "TEXT",
-    "method": "TEXT", "scope": "TEXT", "sparsity": "REAL", "sparsity_actual": "REAL",
-    "seed": "INTEGER", "preset": "TEXT",
-    "metrics": "JSON", "cost": "JSON", "versions": "JSON", "eval_desc": "TEXT",
-    "device": "TEXT", "status": "TEXT", "error": "TEXT", "finished_at": "TEXT",
-    # version 2: the evaluation's sweep and wall times, its self-checks, and the key of its settings
-    "evaluation": "JSON", "checks": "JSON", "eval_key": "TEXT",
-}
-ADDED_IN = {2: ("evaluation", "checks", "eval_key")}
-JSON_COLUMNS = {name for name, kind in COLUMNS.items() if kind == "JSON"}
+from results.legacy import migrate_row
+from results.record import RunRecord
+
+SCHEMA_VERSION = 3
+_SQL_TYPES = {str: "TEXT", float: "REAL", int: "INTEGER", list: "JSON", dict: "JSON"}
+
+
+def _sql_type(hint: Any) -> str:
+    """str | None -> TEXT, list[Metric] -> JSON, ..."""
+    if isinstance(hint, types.UnionType):
+        (hint,) = (t for t in typing.get_args(hint) if t is not type(None))
+    return _SQL_TYPES[typing.get_origin(hint) or hint]
+
+
+_HINTS = typing.get_type_hints(RunRecord)
+COLUMNS = {f.name: _sql_type(_HINTS[f.name]) for f in dataclasses.fields(RunRecord)}
+COLUMNS["key"] += " PRIMARY KEY"
+JSON_COLUMNS = [name for name, kind in COLUMNS.items() if kind == "JSON"]
+ADDED_IN = {2: ("evaluation", "checks", "eval_key")}  # the columns a version added
 
 
 class Store:
@@ -34,41 +47,64 @@ class Store:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"{path} has schema version {version}; this rpbench reads {SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
         with self._db:
+            self._db.execute("BEGIN")  # the DDL too: a migration interrupted half-way leaves the old store
             if version == 0:
                 columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
                 self._db.execute(f"CREATE TABLE IF NOT EXISTS runs ({columns})")
-            else:  # an older store: add what later versions added, keep every row
-                for added in range(version + 1, SCHEMA_VERSION + 1):
-                    for name in ADDED_IN[added]:
-                        self._db.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
+            else:
+                for later in range(version + 1, SCHEMA_VERSION + 1):
+                    MIGRATIONS[later](self._db)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    def put(self, record: dict[str, Any]) -> None:
+    def put(self, record: RunRecord) -> None:
         """Insert or replace one run's row, atomically."""
-        row = {name: record.get(name) for name in COLUMNS}
+        row = record.to_dict()
         for name in JSON_COLUMNS:
-            row[name] = json.dumps(row[name]) if row[name] is not None else None
+            row[name] = _dumps(row[name])
         names = ", ".join(row)
         marks = ", ".join(f":{name}" for name in row)
         with self._db:
             self._db.execute(f"INSERT OR REPLACE INTO runs ({names}) VALUES ({marks})", row)
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> RunRecord | None:
         row = self._db.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
         return _decode(row) if row else None
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[RunRecord]:
         return [_decode(row) for row in self._db.execute("SELECT * FROM runs ORDER BY rowid")]
 
     def close(self) -> None:
         self._db.close()
 
 
-def _decode(row: sqlite3.Row) -> dict[str, Any]:
-    record = dict(row)
+def _dumps(value: Any) -> str | None:
+    return json.dumps(value) if value is not None else None
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def _decode(row: sqlite3.Row) -> RunRecord:
+    values = dict(row)
     for name in JSON_COLUMNS:
-        record[name] = json.loads(record[name]) if record[name] else None
-    metrics = record.get("metrics") or {}
-    record.update(metrics)
-    return record
+        values[name] = _loads(values[name])
+    return RunRecord.from_dict(values)
+
+
+def _add_evaluation_columns(db: sqlite3.Connection) -> None:
+    for name in ADDED_IN[2]:
+        db.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
+
+
+def _long_form_metrics(db: sqlite3.Connection) -> None:
+    for rowid, metrics, evaluation in db.execute("SELECT rowid, metrics, evaluation FROM runs").fetchall():
+        long, evaluation = migrate_row(_loads(metrics), _loads(evaluation))
+        db.execute("UPDATE runs SET metrics = ?, evaluation = ? WHERE rowid = ?",
+                   (_dumps([dataclasses.asdict(m) for m in long]), _dumps(evaluation), rowid))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _add_evaluation_columns, 3: _long_form_metrics}

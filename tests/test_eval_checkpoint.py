@@ -30,8 +30,8 @@ def test_an_exported_checkpoint_evaluates_like_its_run(exported, tmp_path, capsy
     assert main(eval_argv(path, tmp_path, "--name", "ours")) == 0
     assert "### digits · cnn-small · external" in capsys.readouterr().out
     (stored,) = Store(tmp_path / "runs.db").all()
-    assert stored["method"] == "ours" and stored["clean_acc"] == record["clean_acc"]
-    assert stored["sparsity_actual"] == pytest.approx(record["sparsity_actual"], abs=1e-6)
+    assert stored.method == "ours" and stored.value("clean") == record.value("clean")
+    assert stored.sparsity_actual == pytest.approx(record.sparsity_actual, abs=1e-6)
     assert main(eval_argv(path, tmp_path, "--name", "ours")) == 0  # same file, same settings: same key
     assert len(Store(tmp_path / "runs.db").all()) == 1
 
@@ -77,12 +77,13 @@ def test_any_torchattacks_attack_is_an_evaluator(trained_digits_model, digits_ba
     from benchmark.core.progress import Progress
     from benchmark.evaluation.cascade import evaluate_model
     from benchmark.evaluation.evaluators import get_evaluator
+    from results.record import by_column
 
     cfg = smoke_config(**{"eval.evaluators": ["clean", "torchattacks:FGSM", "torchattacks:PGD"],
                           "eval.checks": False, "eval.eps_sweep": [1.0]})
     result = evaluate_model(trained_digits_model, TensorDataset(*digits_batch), cfg, torch.device("cpu"), None,
                             Progress(quiet=True))
-    metrics = result.metrics
+    metrics = by_column(result.metrics)
     assert set(metrics) == {"clean_acc", "ta_fgsm_acc", "ta_pgd_acc", "worst_acc"}
     # in cascade: PGD attacks what FGSM left standing, so each column is at most the one before it
     assert metrics["worst_acc"] == metrics["ta_pgd_acc"] <= metrics["ta_fgsm_acc"] < metrics["clean_acc"]
@@ -96,4 +97,4 @@ def test_eval_command_takes_torchattacks_evaluators(exported, tmp_path, capsys):
     path, _ = exported
     assert main(eval_argv(path, tmp_path, "--eval", "clean", "pgd", "torchattacks:FGSM")) == 0
     (stored,) = Store(tmp_path / "runs.db").all()
-    assert stored["metrics"]["ta_fgsm_acc"] <= stored["metrics"]["clean_acc"]
+    assert stored.value("torchattacks:FGSM") <= stored.value("clean")

@@ -60,13 +60,13 @@ def test_targets_on_one_path_share_rounds_and_a_rerun_trains_none(env, monkeypat
     base = smoke_config().with_settings("lottery", rate=0.5)
     cells = cells_of(base, ["lottery"], [0.9, 0.95], [0])
     records = runner.run_grid(cells, env, Store(env.out / "runs.db"))
-    assert [r["status"] for r in records] == ["done"] * 3
+    assert [r.status for r in records] == ["done"] * 3
     rounds = [n for n in names if n.startswith("round")]
     # 0.9: 0.5, 0.75, 0.875, 0.9; 0.95 reuses the first three and adds 0.9375 and 0.95
     assert rounds == ["round1", "round2", "round3", "round4", "round4", "round5"]
-    assert records[2]["sparsity_actual"] == pytest.approx(0.95, abs=0.005)
+    assert records[2].sparsity_actual == pytest.approx(0.95, abs=0.005)
     # a ticket's cost is its whole path, shared rounds included
-    phases = records[2]["cost"]["pruner"]
+    phases = records[2].cost["pruner"]
     assert [p["phase"] for p in phases] == ["round1", "round2", "round3", "round4", "round5"]
     assert [p.get("shared", False) for p in phases] == [True, True, True, False, False]
     assert all(p["epochs"] == base.settings_of("lottery").epochs for p in phases)

@@ -84,9 +84,9 @@ def test_masked_weights_stay_zero_after_every_step_of_every_phase(method, object
     monkeypatch.setattr(runner.train, "run_phase", run_phase_checked)
     cfg = smoke_config(objective=objective).replace(method=method, sparsity=0.9)
     record = run_cell(cfg, env)
-    assert record["status"] == "done" and record["objective"] == objective
+    assert record.status == "done" and record.objective == objective
     assert checked["steps"] > 0 or cfg.finetune.epochs == 0
-    assert record["sparsity_actual"] == pytest.approx(0.9, abs=0.005)
+    assert record.sparsity_actual == pytest.approx(0.9, abs=0.005)
     exported = safe_load(runner.run_dir(env, cfg) / "model.pt")
     plain = new_model(cfg)
     plain.load_state_dict(exported, strict=True)

@@ -28,8 +28,8 @@ def test_readme_pruner_runs_a_cell_with_exact_sparsity(example_method, scope, en
     cfg = smoke_config(scope=scope).replace(method=example_method, sparsity=0.95)
     assert cfg.settings_of("rownorm").epochs == 1 and cfg.settings_of("rownorm").power == 1.0  # its smoke budget
     record = runner.run_cell(cfg, env)
-    assert record["status"] == "done" and 0 <= record["clean_acc"] <= 1
-    assert [p["phase"] for p in record["cost"]["pruner"]] == ["warmup"]
+    assert record.status == "done" and 0 <= record.value("clean") <= 1
+    assert [p["phase"] for p in record.cost["pruner"]] == ["warmup"]
     exported = torch.load(runner.run_dir(env, cfg) / "model.pt", weights_only=True)
     plain = runner.new_model(cfg)
     plain.load_state_dict(exported, strict=True)

@@ -18,16 +18,16 @@ def smoke_records(tmp_path_factory):
     out = tmp_path_factory.mktemp("regression")
     env = runner.Environment(out=out, quiet=True)
     cells = cells_of(smoke_config(), ["hydra", "lwm"], [0.9], [0])
-    return {f"{r['method']}@{r['sparsity']:g}": r for r in runner.run_grid(cells, env, Store(out / "runs.db"))}
+    return {f"{r.method}@{r.sparsity:g}": r for r in runner.run_grid(cells, env, Store(out / "runs.db"))}
 
 
 @pytest.mark.parametrize("cell", sorted(BAND["expected"]))
 def test_smoke_metrics_stay_in_band(smoke_records, cell):
     record = smoke_records[cell]
-    assert record["status"] == "done", record["error"]
+    assert record.status == "done", record.error
     for metric, expected in BAND["expected"][cell].items():
-        assert record[metric] == pytest.approx(expected, abs=BAND["tolerance"]), f"{cell} {metric}"
+        assert record.by_column()[metric] == pytest.approx(expected, abs=BAND["tolerance"]), f"{cell} {metric}"
 
 
 def test_hydra_beats_lwm_at_90_percent_in_the_smoke_pipeline(smoke_records):
-    assert smoke_records["hydra@0.9"]["pgd_acc"] > smoke_records["lwm@0.9"]["pgd_acc"]
+    assert smoke_records["hydra@0.9"].value("pgd") > smoke_records["lwm@0.9"].value("pgd")

@@ -1,4 +1,4 @@
-"""Tests for results/report.py on synthetic records.
+"""Tests for the report (results/report.py and the table modules) on synthetic records.
 
 The report aggregates seeds with the mean and the sample standard deviation (ddof=1); the expected
 strings below are computed with numpy using the same ddof.
@@ -12,13 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from results.report import (
-    comparison_tables,
-    records_frame,
-    render_latex,
-    render_markdown,
-    write_report,
-)
+from results.frame import records_frame
+from results.record import Metric, RunRecord
+from results.render import render_latex, render_markdown
+from results.report import write_report
+from results.tables import comparison_tables
 
 KEY = ("cifar10", "vgg16", "trades")
 SEEDS = (0, 1)
@@ -29,8 +27,10 @@ EVAL_DESC = "PGD-20, eps 0.031, 500 test examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _record(method: str, sparsity: float, seed: int, clean: float | None, pgd: float | None, **extra) -> dict:
+def _record(method: str, sparsity: float, seed: int, clean: float | None, pgd: float | None, **extra) -> RunRecord:
+    measured = (("clean", clean), ("pgd", pgd), ("fgsm", 0.5))
     record = {
+        "key": f"{method}-{sparsity}-{seed}",
         "dataset": KEY[0],
         "arch": KEY[1],
         "objective": KEY[2],
@@ -40,16 +40,17 @@ def _record(method: str, sparsity: float, seed: int, clean: float | None, pgd: f
         "sparsity_actual": sparsity + 1.234567890123e-4 if sparsity else 0.0,
         "seed": seed,
         "preset": "smoke",
-        "clean_acc": clean,
-        "pgd_acc": pgd,
         "status": "done",
         "error": None,
-        "metrics": {"clean_acc": clean, "pgd_acc": pgd, "fgsm_acc": 0.5},
+        "metrics": [Metric(evaluator, "acc", value) for evaluator, value in measured if value is not None],
         "eval_desc": EVAL_DESC,
-        "checkpoint": "/tmp/ignored.pt",
     }
     record.update(extra)
-    return record
+    return RunRecord(**record)
+
+
+def _column(record: RunRecord, column: str) -> float | None:
+    return record.by_column().get(column) if column.endswith("_acc") else getattr(record, column)
 
 
 def _accuracies(method: str, sparsity: float, seed: int) -> tuple[float, float]:
@@ -59,7 +60,7 @@ def _accuracies(method: str, sparsity: float, seed: int) -> tuple[float, float]:
 
 
 @pytest.fixture
-def records() -> list[dict]:
+def records() -> list[RunRecord]:
     out = []
     for seed in SEEDS:
         out.append(_record("dense", 0.0, seed, *_accuracies("dense", 0.0, seed)))
@@ -80,14 +81,14 @@ def _expected_cell(method: str, sparsity: float) -> str:
     return f"{mean[0]:.1f} ± {std[0]:.1f} / {mean[1]:.1f} ± {std[1]:.1f}"
 
 
-def test_records_frame_keeps_listed_columns_only(records: list[dict]) -> None:
+def test_records_frame_keeps_listed_columns_only(records: list[RunRecord]) -> None:
     frame = records_frame(records)
     assert len(frame) == len(records)
     assert "checkpoint" not in frame and "metrics" not in frame
-    assert frame["seed"].tolist() == [r["seed"] for r in records]
+    assert frame["seed"].tolist() == [r.seed for r in records]
 
 
-def test_table_shape_labels_and_cells(records: list[dict]) -> None:
+def test_table_shape_labels_and_cells(records: list[RunRecord]) -> None:
     tables = comparison_tables(records_frame(records))
     assert list(tables) == [KEY]
     table = tables[KEY]
@@ -98,35 +99,35 @@ def test_table_shape_labels_and_cells(records: list[dict]) -> None:
     assert table.loc["lwm", "90%"] == _expected_cell("lwm", 0.9)
 
 
-def test_dense_column_repeats_dense_value(records: list[dict]) -> None:
+def test_dense_column_repeats_dense_value(records: list[RunRecord]) -> None:
     table = comparison_tables(records_frame(records))[KEY]
     assert (table["0%"] == _expected_cell("dense", 0.0)).all()
 
 
-def test_failed_and_missing_cells(records: list[dict]) -> None:
-    records = [r for r in records if not (r["method"] == "hydra" and r["sparsity"] == 0.9)]
+def test_failed_and_missing_cells(records: list[RunRecord]) -> None:
+    records = [r for r in records if not (r.method == "hydra" and r.sparsity == 0.9)]
     records.append(_record("hydra", 0.9, 0, None, None, status="running"))
     table = comparison_tables(records_frame(records))[KEY]
     assert table.loc["lwm", "99.9%"] == "failed"
     assert table.loc["hydra", "90%"] == "–"
 
 
-def test_single_seed_has_no_std(records: list[dict]) -> None:
-    table = comparison_tables(records_frame([r for r in records if r["seed"] == 0]))[KEY]
+def test_single_seed_has_no_std(records: list[RunRecord]) -> None:
+    table = comparison_tables(records_frame([r for r in records if r.seed == 0]))[KEY]
     clean, pgd = _accuracies("hydra", 0.9, 0)
     assert table.loc["hydra", "90%"] == f"{clean * 100:.1f} / {pgd * 100:.1f}"
 
 
-def test_mixed_scopes_label_rows(records: list[dict]) -> None:
+def test_mixed_scopes_label_rows(records: list[RunRecord]) -> None:
     records.append(_record("hydra", 0.9, 0, 0.5, 0.3, scope="global"))
     table = comparison_tables(records_frame(records))[KEY]
     assert list(table.index) == ["hydra (global)", "hydra (layer)", "lwm (layer)"]
     assert table.loc["hydra (global)", "90%"] == "50.0 / 30.0"
 
 
-def test_none_metrics_do_not_crash(records: list[dict], tmp_path: Path) -> None:
-    records.append(_record("hydra", 0.9, 2, None, None, metrics=None))
-    records.append(_record("dense", 0.0, 3, None, None, metrics={}))
+def test_none_metrics_do_not_crash(records: list[RunRecord], tmp_path: Path) -> None:
+    records.append(_record("hydra", 0.9, 2, None, None, metrics=[]))
+    records.append(_record("dense", 0.0, 3, None, None, metrics=[]))
     records.append(_record("snip", 0.9, 0, None, None))
     text = write_report(records, tmp_path)
     table = comparison_tables(records_frame(records))[KEY]
@@ -135,7 +136,7 @@ def test_none_metrics_do_not_crash(records: list[dict], tmp_path: Path) -> None:
     assert "| snip |" in text
 
 
-def test_markdown_has_heading_caption_and_rows(records: list[dict]) -> None:
+def test_markdown_has_heading_caption_and_rows(records: list[RunRecord]) -> None:
     table = comparison_tables(records_frame(records))[KEY]
     markdown = render_markdown(KEY, table, "my caption")
     lines = markdown.splitlines()
@@ -155,7 +156,7 @@ def test_latex_is_escaped() -> None:
     assert r"$\pm$" in latex and "±" not in latex
 
 
-def test_write_report_files(records: list[dict], tmp_path: Path) -> None:
+def test_write_report_files(records: list[RunRecord], tmp_path: Path) -> None:
     out_dir = tmp_path / "report"
     text = write_report(records, out_dir)
     stem = out_dir / "cifar10_vgg16_trades"
@@ -169,17 +170,17 @@ def test_write_report_files(records: list[dict], tmp_path: Path) -> None:
     assert list(table_csv.index) == sorted(METHODS)
 
 
-def test_results_csv_full_precision(records: list[dict], tmp_path: Path) -> None:
+def test_results_csv_full_precision(records: list[RunRecord], tmp_path: Path) -> None:
     write_report(records, tmp_path)
     frame = pd.read_csv(tmp_path / "results.csv")
     assert len(frame) == len(records)
     for column in ("clean_acc", "pgd_acc", "sparsity_actual"):
-        expected = [np.nan if r[column] is None else r[column] for r in records]
+        expected = [np.nan if _column(r, column) is None else _column(r, column) for r in records]
         np.testing.assert_array_equal(frame[column].to_numpy(), np.array(expected, dtype=float))
     assert set(frame["status"]) == {"done", "failed"}
 
 
-def test_failed_runs_listed_with_truncated_error(records: list[dict], tmp_path: Path) -> None:
+def test_failed_runs_listed_with_truncated_error(records: list[RunRecord], tmp_path: Path) -> None:
     text = write_report(records, tmp_path)
     failure_lines = [line for line in text.splitlines() if line.startswith("- ")]
     assert "Failed runs:" in text

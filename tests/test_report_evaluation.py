@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
-from results.report import comparison_tables, records_frame, write_report
+from results.frame import records_frame
+from results.record import Metric, RunRecord
+from results.report import write_report
+from results.tables import comparison_tables
 
 KEY = ("digits", "cnn-small", "trades")
 
 
-def record(method: str, sparsity: float, seed: int, worst: float, flagged: tuple[str, ...] = ()) -> dict:
-    metrics = {"clean_acc": 0.9, "pgd_acc": worst + 0.05, "autoattack_acc": worst, "worst_acc": worst}
+def record(method: str, sparsity: float, seed: int, worst: float, flagged: tuple[str, ...] = ()) -> RunRecord:
+    metrics = [Metric("clean", "acc", 0.9), Metric("pgd", "acc", worst + 0.05), Metric("autoattack", "acc", worst),
+               Metric("worst", "acc", worst)]
     checks = [{"name": name, "flagged": name in flagged, "detail": f"{name} detail"}
               for name in ("black_box", "zero_gradients")]
     sweep = [{"multiple": m, "eps": 0.1 * m, "acc": worst / m} for m in (0.5, 1.0, 2.0)]
-    return {"dataset": KEY[0], "arch": KEY[1], "objective": KEY[2], "method": method, "scope": "layer",
-            "sparsity": sparsity, "seed": seed, "status": "done", "metrics": metrics, "checks": checks,
-            "evaluation": {"eps_sweep": sweep, "seconds": {}}, "eval_desc": "PGD then AutoAttack"}
+    return RunRecord(key=f"{method}-{sparsity}-{seed}", dataset=KEY[0], arch=KEY[1], objective=KEY[2], method=method,
+                     scope="layer", sparsity=sparsity, seed=seed, status="done", metrics=metrics, checks=checks,
+                     evaluation={"eps_sweep": sweep, "seconds": {}}, eval_desc="PGD then AutoAttack")
 
 
-def grid() -> list[dict]:
+def grid() -> list[RunRecord]:
     out = []
     for seed in (0, 1):
         out.append(record("dense", 0.0, seed, 0.6))
@@ -55,9 +61,8 @@ def test_the_sweep_sparsity_can_be_chosen(tmp_path):
 
 
 def test_records_without_evaluation_details_still_report(tmp_path):
-    old = [{k: v for k, v in r.items() if k not in ("checks", "evaluation")} for r in grid()]
-    for r in old:
-        r["metrics"] = {"clean_acc": 0.9, "pgd_acc": 0.5}
+    old = [dataclasses.replace(r, checks=None, evaluation=None,
+                               metrics=[Metric("clean", "acc", 0.9), Metric("pgd", "acc", 0.5)]) for r in grid()]
     text = write_report(old, tmp_path)
     assert "| hydra | 90.0 ± 0.0 / 50.0 ± 0.0" in text  # PGD is the robust number where no worst case exists
     assert not (tmp_path / "digits_cnn-small_trades_eps.png").exists()

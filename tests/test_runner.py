@@ -13,6 +13,7 @@ from benchmark.evaluation.cascade import Evaluation
 from benchmark.grid import cells_of
 from benchmark.training import loop as train
 from methods import METHODS
+from results.record import Metric
 from results.store import Store
 from tests.conftest import smoke_config
 
@@ -60,13 +61,13 @@ def test_pretrained_model_is_shared_and_a_second_invocation_does_no_work(env, mo
     store = Store(env.out / "runs.db")
     phases = count_phases(monkeypatch)
     records = runner.run_grid(grid(), env, store)
-    assert [r["status"] for r in records] == ["done"] * 3
+    assert [r.status for r in records] == ["done"] * 3
     assert phases.count("pretrain") == 1
     assert phases.count("prune") == 1 and phases.count("finetune") == 2
     phases.clear()
     again = runner.run_grid(grid(), env, store)
     assert phases == []
-    assert [r["metrics"] for r in again] == [r["metrics"] for r in records]
+    assert [r.metrics for r in again] == [r.metrics for r in records]
 
 
 def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
@@ -86,8 +87,8 @@ def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupte
     phases = count_phases(monkeypatch)
     resumed = runner.run_cell(cfg, env)
     assert phases == ["finetune"]  # pretrain and prune are not redone
-    assert resumed["cost"]["finetune"]["epochs"] == 3
-    assert resumed["metrics"] == reference["metrics"]
+    assert resumed.cost["finetune"]["epochs"] == 3
+    assert resumed.metrics == reference.metrics
     a = safe_load(runner.run_dir(env, cfg) / "model.pt")
     b = safe_load(runner.run_dir(reference_env, cfg) / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -114,7 +115,7 @@ def test_every_method_killed_inside_its_own_phase_resumes_exactly(method, tmp_pa
         runner.run_cell(cfg, env)
     monkeypatch.undo()
     resumed = runner.run_cell(cfg, env)
-    assert resumed["metrics"] == reference["metrics"]
+    assert resumed.metrics == reference.metrics
     a = safe_load(runner.run_dir(env, cfg) / "model.pt")
     b = safe_load(runner.run_dir(reference_env, cfg) / "model.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -139,13 +140,13 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(env, monkeypatch):
     monkeypatch.setattr(runner, "_finetune", fail_for_lwm)
     store = Store(env.out / "runs.db")
     records = runner.run_grid(grid(), env, store)
-    by_method = {r["method"]: r for r in records}
-    assert by_method["lwm"]["status"] == "failed" and by_method["lwm"]["error"] == "RuntimeError: boom"
-    assert by_method["hydra"]["status"] == "done"
+    by_method = {r.method: r for r in records}
+    assert by_method["lwm"].status == "failed" and by_method["lwm"].error == "RuntimeError: boom"
+    assert by_method["hydra"].status == "done"
     assert "Traceback" in (runner.run_dir(env, grid()[2]) / "log.txt").read_text()
     monkeypatch.undo()
     records = runner.run_grid(grid(), env, store)  # the failed cell is retried, the rest is kept
-    assert [r["status"] for r in records] == ["done"] * 3
+    assert [r.status for r in records] == ["done"] * 3
 
 
 def test_corrupt_pretrained_checkpoint_names_the_file_and_loses_nothing(env):
@@ -155,22 +156,22 @@ def test_corrupt_pretrained_checkpoint_names_the_file_and_loses_nothing(env):
     path.write_bytes(b"not a checkpoint")
     records = runner.run_grid(grid(methods=("lwm",)), env, store)
     assert records[0] == dense
-    assert records[1]["status"] == "failed" and str(path) in records[1]["error"]
+    assert records[1].status == "failed" and str(path) in records[1].error
 
 
 def test_store_round_trips_and_keeps_full_precision(tmp_path):
     store = Store(tmp_path / "runs.db")
     cfg = smoke_config()
     checks = [{"name": "black_box", "flagged": True, "detail": "Square broke 9 of 10"}]
-    evaluation = Evaluation({"clean_acc": 1 / 3, "pgd_acc": 2 / 7}, {"pgd": 0.1}, [{"eps": 0.1, "acc": 2 / 7}],
-                            checks, "PGD")
+    evaluation = Evaluation([Metric("clean", "acc", 1 / 3), Metric("pgd", "acc", 2 / 7)], {"pgd": 0.1},
+                            [{"eps": 0.1, "acc": 2 / 7}], checks, "PGD")
     record = runner.record_for(cfg, runner.Environment(out=tmp_path), status="done", evaluation=evaluation,
                                cost={"x": 1.5})
     store.put(record)
     got = Store(tmp_path / "runs.db").get(cfg.key())
-    assert got["metrics"]["clean_acc"] == 1 / 3 and got["pgd_acc"] == 2 / 7 and got["cost"] == {"x": 1.5}
-    assert got["checks"] == checks and got["evaluation"]["eps_sweep"][0]["acc"] == 2 / 7
-    assert got["eval_key"] == cfg.eval_key()
+    assert got.value("clean") == 1 / 3 and got.value("pgd") == 2 / 7 and got.cost == {"x": 1.5}
+    assert got.checks == checks and got.evaluation["eps_sweep"][0]["acc"] == 2 / 7
+    assert got.eval_key == cfg.eval_key()
 
 
 def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
@@ -186,7 +187,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
     db.commit()
     db.close()
     got = Store(tmp_path / "runs.db").get("k")
-    assert got["pgd_acc"] == 0.5 and got["checks"] is None and got["eval_key"] is None
+    assert got.value("pgd") == 0.5 and got.checks is None and got.eval_key is None
 
 
 def test_new_evaluation_settings_reevaluate_without_retraining(env, monkeypatch):
@@ -197,9 +198,9 @@ def test_new_evaluation_settings_reevaluate_without_retraining(env, monkeypatch)
     more = [cfg.replace(eval=dataclasses.replace(cfg.eval, eps_sweep=[1.0, 3.0])) for cfg in grid(("lwm",))]
     again = runner.run_grid(more, env, store)
     assert phases == []
-    assert [r["key"] for r in again] == [r["key"] for r in first]
-    assert [r["metrics"] for r in again] == [r["metrics"] for r in first]  # the 1x results are reused
-    assert [p["multiple"] for p in again[1]["evaluation"]["eps_sweep"]] == [1.0, 3.0]
+    assert [r.key for r in again] == [r.key for r in first]
+    assert [r.metrics for r in again] == [r.metrics for r in first]  # the 1x results are reused
+    assert [p["multiple"] for p in again[1].evaluation["eps_sweep"]] == [1.0, 3.0]
     assert runner.pending(more, store) == []
 
 
@@ -210,8 +211,8 @@ def test_zero_finetune_epochs_gives_the_mask_alone_and_pretrain_objective_keys_t
     cfg = make(pretrain_objective="natural", **{"finetune.epochs": 0}).replace(method="lwm", sparsity=0.9)
     assert cfg.effective_pretrain_objective == "natural" and cfg.objective == "trades"
     record = runner.run_cell(cfg, env)
-    assert record["status"] == "done" and record["pretrain_objective"] == "natural"
-    assert record["cost"]["finetune"]["epochs"] == 0
+    assert record.status == "done" and record.pretrain_objective == "natural"
+    assert record.cost["finetune"]["epochs"] == 0
     pretrained = safe_load(runner.pretrained_dir(env, cfg) / "model.pt")
     exported = safe_load(runner.run_dir(env, cfg) / "model.pt")
     mask = safe_load(runner.run_dir(env, cfg) / "mask.pt")

@@ -15,6 +15,7 @@ from attacks.smoothing import ABSTAIN, certify, class_counts, lower_confidence_b
 from benchmark.core.progress import Progress
 from benchmark.evaluation.cascade import evaluate_model
 from benchmark.evaluation.evaluators import _smoothing_metrics
+from results.record import metric_value
 from tests.conftest import smoke_config
 
 
@@ -112,16 +113,18 @@ def test_certified_accuracy_falls_with_the_radius_and_abstentions_count_as_wrong
     fields = {"robust": torch.tensor([True, True, False, False]), "radius": torch.tensor([0.2, 0.6, 0.0, 0.9]),
               "predicted_class": torch.tensor([1, 2, ABSTAIN, 0]), "label": torch.tensor([1, 2, 3, 1])}
     metrics = _smoothing_metrics(fields, cfg)
-    assert [metrics[f"smoothing_r{r:g}_acc"] for r in (0, 0.1, 0.5, 1)] == [0.5, 0.5, 0.25, 0.0]
-    assert metrics["smoothing_predict_acc"] == 0.5  # the abstention is wrong
-    assert metrics["smoothing_acr"] == pytest.approx((0.2 + 0.6) / 4)
+    assert [metric_value(metrics, "smoothing", "certified_acc", radius=r) for r in (0, 0.1, 0.5, 1)] == [
+        0.5, 0.5, 0.25, 0.0]
+    assert metric_value(metrics, "smoothing", "predict_acc") == 0.5  # the abstention is wrong
+    assert metric_value(metrics, "smoothing", "acr") == pytest.approx((0.2 + 0.6) / 4)
 
 
 def test_the_same_seed_gives_the_same_radii(trained_digits_model, digits_batch):
     cfg = smoke_config(**{"eval.evaluators": ["clean", "smoothing"], "eval.checks": False, "eval.eps_sweep": [1.0]})
     runs = [evaluate_model(trained_digits_model, TensorDataset(*digits_batch), cfg, torch.device("cpu"), None,
                            Progress(quiet=True)).metrics for _ in range(2)]
-    assert runs[0] == runs[1] and 0 < runs[0]["smoothing_r0.25_acc"] <= runs[0]["smoothing_acc"]
+    at = {r: metric_value(runs[0], "smoothing", "certified_acc", radius=r) for r in (0.0, 0.25)}
+    assert runs[0] == runs[1] and 0 < at[0.25] <= at[0.0]
 
 
 @pytest.mark.parametrize("name", ["smoothing", "gaussian"])

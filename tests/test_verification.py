@@ -18,6 +18,7 @@ from benchmark.runner import Environment, new_model, run_grid
 from benchmark.training.loop import Phase, effective_weights_once
 from benchmark.training.objectives import build_objective
 from methods.hydra import Hydra
+from results.record import Metric, RunRecord, metric_value
 from results.store import Store
 from tests.conftest import smoke_config
 
@@ -113,13 +114,15 @@ def evaluated(trained_digits_model):
 
 def test_verified_accuracy_is_at_most_pgd_accuracy_and_the_best_takes_any_certifier(evaluated):
     cfg, evaluation = evaluated
-    m = evaluation.metrics
+    def m(evaluator, kind="acc", multiple=None):
+        return metric_value(evaluation.metrics, evaluator, kind, eps_multiple=multiple)
+
     names = list(verification.CERTIFIERS)
     for multiple in verification.multiples(cfg):
-        best = m[verification.metric("verified", multiple)]
-        assert best >= max(m[verification.metric(n, multiple)] for n in names)
-    assert m["verified_acc"] <= m["pgd_acc"] <= m["clean_acc"]
-    assert m["verified_acc"] > 0  # the check is not vacuous: this model verifies some examples
+        best = m("verified", "verified_acc", multiple)
+        assert best >= max(m(n, "verified_acc", multiple) for n in names)
+    assert m("verified", "verified_acc", 1.0) <= m("pgd") <= m("clean")
+    assert m("verified", "verified_acc", 1.0) > 0  # the check is not vacuous: this model verifies some examples
     soundness = next(c for c in evaluation.checks if c["name"] == "soundness")
     assert not soundness["flagged"] and evaluation.failure is None
     assert "verified by IBP, CROWN, symbolic intervals" in evaluation.description
@@ -142,19 +145,19 @@ def test_an_unsound_certifier_fails_its_run_with_the_reason_and_the_grid_goes_on
     env = Environment(out=tmp_path, device="cpu", quiet=True)
     cells = [cfg.replace(method="dense"), cfg.replace(method="lwm", sparsity=0.9)]
     records = run_grid(cells, env, Store(tmp_path / "runs.db"))
-    assert [r["status"] for r in records] == ["failed", "failed"]
+    assert [r.status for r in records] == ["failed", "failed"]
     for record in records:
-        assert record["error"].startswith("unsound verification: IBP verified")
-        assert record["metrics"]["ibp_verified_acc"] == 1.0 and "pgd_acc" in record["metrics"]
+        assert record.error.startswith("unsound verification: IBP verified")
+        assert record.value("ibp", "verified_acc", eps_multiple=1.0) == 1.0 and record.value("pgd") is not None
 
 
-def _verified_record(method: str, sparsity: float, ibp: float, crown: float) -> dict:
-    metrics = {"clean_acc": 0.8, "pgd_acc": 0.6, "worst_acc": 0.6, "ibp_verified_acc": ibp,
-               "crown_verified_acc": crown, "verified_acc": max(ibp, crown), "ibp_verified_x2_acc": ibp / 2,
-               "crown_verified_x2_acc": crown / 2, "verified_x2_acc": max(ibp, crown) / 2}
-    return {"dataset": "fashion-mnist", "arch": "cnn-small", "objective": "crown-ibp", "method": method,
-            "scope": "layer", "sparsity": sparsity, "seed": 0, "status": "done", "metrics": metrics,
-            "evaluation": {"attack_metrics": ["clean_acc", "pgd_acc", "worst_acc"]}, "eval_desc": "PGD"}
+def _verified_record(method: str, sparsity: float, ibp: float, crown: float) -> RunRecord:
+    metrics = [Metric("clean", "acc", 0.8), Metric("pgd", "acc", 0.6), Metric("worst", "acc", 0.6),
+               *(Metric(evaluator, "verified_acc", value / multiple, eps_multiple=multiple) for multiple in (1.0, 2.0)
+                 for evaluator, value in (("ibp", ibp), ("crown", crown), ("verified", max(ibp, crown))))]
+    return RunRecord(key=f"{method}-{sparsity}", dataset="fashion-mnist", arch="cnn-small", objective="crown-ibp",
+                     method=method, scope="layer", sparsity=sparsity, seed=0, status="done", metrics=metrics,
+                     eval_desc="PGD")
 
 
 def test_the_report_tabulates_and_plots_verified_accuracy_against_sparsity(tmp_path):

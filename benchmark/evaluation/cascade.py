@@ -31,32 +31,31 @@ from torch.utils.data import Dataset
 from benchmark.core.config import RunConfig, content_key
 from benchmark.core.data import make_loader, select
 from benchmark.core.io import atomic_save, safe_load
+from benchmark.core.metrics import WORST, Metric
 from benchmark.core.progress import Progress
 from benchmark.evaluation import verification
 from benchmark.evaluation.checks import run_checks
-from benchmark.evaluation.evaluators import Outcome, describe, get_evaluator, metric_name, run_evaluator, scaled_attack
+from benchmark.evaluation.evaluators import Outcome, describe, get_evaluator, run_evaluator, scaled_attack
 
 
 @dataclass
 class Evaluation:
-    """What an evaluation measured. metrics: fractions in [0, 1] (cumulative per attack, `worst_acc` last);
-    seconds and attacked: each evaluator's and check's wall time when it was computed, and how many
-    examples it attacked; eps_sweep: PGD robust accuracy at multiples of the evaluation eps; checks: the
-    self-checks (attacks/checks.py)."""
+    """What an evaluation measured. metrics: long form (`results.record.Metric`), the cascade's accuracies first
+    (cumulative per attack, in order, the worst case last), then the certifiers'; seconds and attacked: each
+    evaluator's and check's wall time when it was computed, and how many examples it attacked; eps_sweep: PGD
+    robust accuracy at multiples of the evaluation eps; checks: the self-checks (attacks/checks.py)."""
 
-    metrics: dict[str, float]
+    metrics: list[Metric]
     seconds: dict[str, float]
     eps_sweep: list[dict[str, float]]
     checks: list[dict[str, Any]]
     description: str
     attacked: dict[str, int] = field(default_factory=dict)
     total_seconds: float = 0.0  # every result counted once (the sweep's 1x point may be the `pgd` result)
-    attack_metrics: list[str] = field(default_factory=list)  # the cascade's metrics, in order, worst last
     failure: str | None = None  # why the run counts as failed (a verified example an attack broke)
 
     def summary(self) -> dict[str, Any]:
-        return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep,
-                "attack_metrics": self.attack_metrics}
+        return {"seconds": self.seconds, "attacked": self.attacked, "eps_sweep": self.eps_sweep}
 
 
 @dataclass
@@ -130,31 +129,30 @@ def evaluate_model(model: nn.Module, examples: Dataset, cfg: RunConfig, device: 
         outcomes[name] = outcome
         keys.append(key)
         standing = standing[outcome.robust[standing]]
-    metrics = {metric_name(name): outcomes[name].robust.float().mean().item() for name in cascade}
-    metrics["worst_acc"] = len(standing) / max(len(examples), 1)  # type: ignore[arg-type]
+    metrics = [Metric(name, "acc", outcomes[name].robust.float().mean().item()) for name in cascade]
+    metrics.append(Metric(WORST, "acc", len(standing) / max(len(examples), 1)))  # type: ignore[arg-type]
     verified: dict[str, dict[str, Tensor]] = {}
     for name in names:
         if name not in outcomes:
             found, fields = certified(session, name)
-            metrics.update(found)
+            metrics += found
             if name in verification.CERTIFIERS:
                 verified[name] = fields
     sweep = eps_sweep(session, outcomes["clean"], keys[0])
     checks = run_checks(session, outcomes, sweep, keys) if cfg.eval.checks else []
     failure = None
     if verified:
-        metrics.update(verification.best_metrics(verified, cfg))
+        metrics += verification.best_metrics(verified, cfg)
         soundness = verification.soundness(verified, broken_by_attacks(outcomes["clean"], standing, len(cascade),
                                                                        sweep), cfg.eval_attack.eps)
         checks.append(soundness)
         failure = f"unsound verification: {soundness['detail']}" if soundness["flagged"] else None
     points = [{"multiple": m, "eps": eps, "acc": o.robust.float().mean().item()} for m, eps, o in sweep]
     return Evaluation(metrics, session.seconds, points, checks, describe(cfg, len(examples), names),
-                      session.attacked, sum(session.seconds_by_key.values()),
-                      [metric_name(n) for n in cascade] + ["worst_acc"], failure)
+                      session.attacked, sum(session.seconds_by_key.values()), failure)
 
 
-def certified(session: Evaluating, name: str) -> tuple[dict[str, float], dict[str, Tensor]]:
+def certified(session: Evaluating, name: str) -> tuple[list[Metric], dict[str, Tensor]]:
     """A certifier on its first evaluation examples (all by default), not in the cascade: its metrics and its
     per-example fields on those examples."""
     evaluator, cfg = get_evaluator(name), session.cfg

@@ -23,6 +23,7 @@ from attacks.pgd import eval_mode, perturbation_norm, pgd_attack, predict
 from benchmark.core.config import RunConfig, SettingsGroup, register_settings, setting
 from benchmark.core.data import DATASETS
 from benchmark.core.errors import UserError
+from benchmark.core.metrics import TORCHATTACKS, Metric
 from benchmark.core.presets import PresetContext
 from benchmark.core.registry import Registry
 from benchmark.evaluation import verification
@@ -44,7 +45,7 @@ class Evaluator:
     description: str
     settings: Callable[[RunConfig], dict[str, Any]] = field(default=lambda cfg: {})
     certify: Certify | None = None
-    metrics: Callable[[dict[str, Tensor], RunConfig], dict[str, float]] | None = None
+    metrics: Callable[[dict[str, Tensor], RunConfig], list[Metric]] | None = None
     examples: Callable[[RunConfig], int | None] = field(default=lambda cfg: None)  # a certifier's: None = all
     group: SettingsGroup | None = None  # the evaluator's own settings (certify, verify), with their budgets
 
@@ -150,16 +151,14 @@ def _certify_smoothed(model: nn.Module, x: Tensor, y: Tensor, cfg: RunConfig) ->
     return {**fields, "label": y.cpu(), "robust": fields["certified_class"] == y.cpu()}
 
 
-def _smoothing_metrics(fields: dict[str, Tensor], cfg: RunConfig) -> dict[str, float]:
+def _smoothing_metrics(fields: dict[str, Tensor], cfg: RunConfig) -> list[Metric]:
     """Certified accuracy at radius 0 and at each of certify.radii (abstentions count as wrong), the average
     certified radius (0 where wrong or abstained) and PREDICT's accuracy, over the certified examples."""
     robust, radius = fields["robust"], fields["radius"]
-    metrics = {"smoothing_acc": robust.float().mean().item(),
-               "smoothing_acr": (radius * robust).mean().item(),
-               "smoothing_predict_acc": (fields["predicted_class"] == fields["label"]).float().mean().item()}
-    for r in cfg.settings_of("certify").radii:
-        metrics[f"smoothing_r{r:g}_acc"] = (robust & (radius >= r)).float().mean().item()
-    return metrics
+    return [*(Metric("smoothing", "certified_acc", (robust & (radius >= r)).float().mean().item(),
+                     radius=float(r)) for r in sorted({0.0, *cfg.settings_of("certify").radii})),
+            Metric("smoothing", "acr", (radius * robust).mean().item()),
+            Metric("smoothing", "predict_acc", (fields["predicted_class"] == fields["label"]).float().mean().item())]
 
 
 def _smoothing_settings(cfg: RunConfig) -> dict[str, Any]:
@@ -181,9 +180,6 @@ for _name, _line in (("ibp", "interval bound propagation (IBP)"),
         verification.certifier_settings(_name), certify=verification.certifier(_name),
         metrics=verification.certifier_metrics(_name), examples=lambda cfg: cfg.settings_of("verify").examples,
         group=verification.VERIFY))
-
-TORCHATTACKS = "torchattacks:"
-
 
 def get_evaluator(name: str) -> Evaluator:
     """A registered evaluator, or `torchattacks:<Attack>` for any attack class of the torchattacks package."""
@@ -222,11 +218,6 @@ def torchattacks_evaluator(attack: str) -> Evaluator:
         return torch.where(correct, x_adv, x)
 
     return Evaluator(run, f"torchattacks' {attack}", lambda cfg: {"attack": attack, **offered(cfg)})
-
-
-def metric_name(name: str) -> str:
-    """The record's metric for an evaluator: clean_acc, pgd_acc, autoattack_acc, ta_square_acc, ..."""
-    return f"{name.replace(TORCHATTACKS, 'ta_').lower()}_acc"
 
 
 def scaled_attack(cfg: RunConfig, multiple: float) -> RunConfig:

@@ -17,11 +17,11 @@ from torch import Tensor, nn
 
 from attacks import bounds
 from benchmark.core.config import RunConfig, SettingsGroup, setting
+from benchmark.core.metrics import BEST, Metric
 from benchmark.core.presets import PresetContext
 
 CERTIFIERS = {"ibp": "ibp", "crown": "crown", "sym": "sym"}  # evaluator -> bound method of attacks/bounds.py
 TITLES = {"ibp": "IBP", "crown": "CROWN", "sym": "symbolic intervals"}
-BEST = "verified"  # the metric prefix of the best of the certifiers (an example verified by any of them)
 
 
 @dataclass
@@ -54,12 +54,6 @@ def margin_field(multiple: float) -> str:
     return f"margin_x{multiple:g}"
 
 
-def metric(prefix: str, multiple: float = 1.0) -> str:
-    """ibp_verified_acc at the evaluation eps, ibp_verified_x2_acc at twice it; verified_acc for the best."""
-    stem = prefix if prefix == BEST else f"{prefix}_{BEST}"
-    return f"{stem}_acc" if multiple == 1.0 else f"{stem}_x{multiple:g}_acc"
-
-
 def certifier(name: str) -> Any:
     """The `certify` function of evaluator `name`: per example, the worst-case margin at each multiple of the
     evaluation eps, and `robust` (verified) at the evaluation eps."""
@@ -80,8 +74,8 @@ def certifier(name: str) -> Any:
 
 
 def certifier_metrics(name: str) -> Any:
-    def metrics(fields: dict[str, Tensor], cfg: RunConfig) -> dict[str, float]:
-        return {metric(name, m): (fields[margin_field(m)] > 0).float().mean().item() for m in multiples(cfg)}
+    def metrics(fields: dict[str, Tensor], cfg: RunConfig) -> list[Metric]:
+        return [verified_acc(name, [fields], m) for m in multiples(cfg)]
 
     return metrics
 
@@ -93,14 +87,17 @@ def certifier_settings(name: str) -> Any:
     return settings
 
 
-def best_metrics(fields: dict[str, dict[str, Tensor]], cfg: RunConfig) -> dict[str, float]:
+def best_metrics(fields: dict[str, dict[str, Tensor]], cfg: RunConfig) -> list[Metric]:
     """Verified accuracy of the best certifier per example: an example counts once however many verify it."""
-    count = min(len(f["robust"]) for f in fields.values())
-    metrics = {}
-    for m in multiples(cfg):
-        verified = torch.stack([f[margin_field(m)][:count] > 0 for f in fields.values()]).any(0)
-        metrics[metric(BEST, m)] = verified.float().mean().item()
-    return metrics
+    return [verified_acc(BEST, list(fields.values()), m) for m in multiples(cfg)]
+
+
+def verified_acc(evaluator: str, fields: list[dict[str, Tensor]], multiple: float) -> Metric:
+    """The fraction of examples that any of these certifiers' fields verify at `multiple` x the evaluation eps
+    (over the examples all of them certified)."""
+    count = min(len(f["robust"]) for f in fields)
+    verified = torch.stack([f[margin_field(multiple)][:count] > 0 for f in fields]).any(0)
+    return Metric(evaluator, "verified_acc", verified.float().mean().item(), eps_multiple=multiple)
 
 
 def soundness(fields: dict[str, dict[str, Tensor]], broken: Tensor | None, eps: float) -> dict[str, Any]:

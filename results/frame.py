@@ -1,0 +1,121 @@
+"""Records as data frames: the long form of their metrics, the catalogue of metrics they hold, and one wide row per
+record (results.csv), which every table and plot of the report reads.
+
+Conventions used throughout the report:
+
+* ``sparsity`` is a fraction (0.9 = 90% of weights removed); columns are labelled in percent.
+* Accuracies are fractions in the records and shown in percent with one decimal.
+* Aggregation is over seeds: the mean and the *sample* standard deviation (``ddof=1``), since the
+  seeds are a small sample of possible training runs. With one seed the std is omitted.
+* Only runs with ``status == "done"`` contribute numbers. A cell without a done run shows
+  ``"failed"`` if one of its runs failed, otherwise ``"–"`` (nothing run yet, or still running).
+  A cell where some seeds are done and others failed shows the done seeds; the failures are listed
+  separately by the report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pandas as pd
+
+from results.cost import method_cost
+from results.record import WORST, RunRecord
+
+COLUMNS = [
+    "dataset",
+    "arch",
+    "objective",
+    "pretrain_objective",
+    "method",
+    "scope",
+    "sparsity",
+    "sparsity_actual",
+    "seed",
+    "preset",
+    "clean_acc",
+    "pgd_acc",
+    "robust_acc",
+    "flags",
+    "status",
+    "error",
+    "eval_desc",
+    "cost_epochs",
+    "cost_passes",
+    "cost_seconds",
+]
+FIELDS = [c for c in COLUMNS if c in RunRecord.__dataclass_fields__]  # what a row copies from its record
+KEY_COLUMNS = ["dataset", "arch", "objective"]
+FLOAT_COLUMNS = ["sparsity", "sparsity_actual", "cost_epochs", "cost_passes", "cost_seconds"]
+STRUCTURE = ["evaluator", "kind", "eps_multiple", "radius"]  # a metric's fields besides its value
+FIRST_ATTACKS = ("clean", "pgd", "autoattack")  # the cascade's usual evaluators, first in every table
+NO_FLAGS = "none"
+
+TableKey = tuple[str, str, str]
+
+
+def metrics_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """Long form: one row per metric of each record (``run`` is the record's position), with its column name."""
+    rows = [{"run": run, **{name: getattr(m, name) for name in STRUCTURE}, "value": m.value, "column": m.column}
+            for run, record in enumerate(records) for m in record.metrics]
+    return pd.DataFrame(rows, columns=["run", *STRUCTURE, "value", "column"])
+
+
+def metric_catalogue(records: list[RunRecord]) -> pd.DataFrame:
+    """Every metric any record has (its structure and column, no value), in the report's order: the cascade
+    (clean, PGD and AutoAttack first, other attacks by name, the worst case last), then the smoothing certifier's
+    (PREDICT, certified accuracy by radius, the average radius), then verified accuracy by name."""
+    catalogue = metrics_frame(records).drop_duplicates("column")[[*STRUCTURE, "column"]]
+    order = sorted(catalogue.itertuples(index=False), key=_place)
+    return pd.DataFrame(order, columns=[*STRUCTURE, "column"])
+
+
+def _place(metric: tuple) -> tuple:
+    evaluator, kind, _, radius, column = metric
+    if kind == "acc":
+        first = FIRST_ATTACKS.index(evaluator) if evaluator in FIRST_ATTACKS else len(FIRST_ATTACKS)
+        return 0, first + (evaluator == WORST), column
+    smoothing = ("predict_acc", "certified_acc", "acr")
+    if kind in smoothing:
+        return 1, smoothing.index(kind), radius if kind == "certified_acc" else 0.0, column
+    return 2, 0, 0.0, column
+
+
+def records_frame(records: list[RunRecord]) -> pd.DataFrame:
+    """One row per record, in order: the :data:`COLUMNS`, then a column per metric of the catalogue.
+
+    ``robust_acc`` is the worst case over attacks (``worst_acc``), or PGD's accuracy for records that have no
+    worst case. ``flags`` names the self-checks that fired. Missing values become NaN/None; ``seed`` is a
+    nullable integer so it stays an int in CSV.
+    """
+    long = metrics_frame(records)
+    metrics = [c for c in metric_catalogue(records)["column"] if c not in COLUMNS]
+    values = long.pivot(index="run", columns="column", values="value")
+    values = values.reindex(index=range(len(records)), columns=["clean_acc", "pgd_acc", *metrics])
+    frame = pd.DataFrame([{**{name: getattr(r, name) for name in FIELDS}, "flags": flags_of(r), **method_cost(r)}
+                          for r in records], columns=[c for c in COLUMNS if c not in values])
+    frame = pd.concat([frame, values.reset_index(drop=True)], axis=1)
+    worst = frame["worst_acc"] if "worst_acc" in frame else pd.Series(float("nan"), index=frame.index)
+    frame["robust_acc"] = worst.fillna(frame["pgd_acc"])
+    frame = frame[[*COLUMNS, *metrics]]
+    for column in [*FLOAT_COLUMNS, "clean_acc", "pgd_acc", "robust_acc", *metrics]:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
+    return frame
+
+
+def flags_of(record: RunRecord) -> str | None:
+    """Comma-joined names of the flagged checks, "none" if every check passed, None if none ran."""
+    if not record.checks:
+        return None
+    return ", ".join(c["name"] for c in record.checks if c["flagged"]) or NO_FLAGS
+
+
+def table_groups(frame: pd.DataFrame) -> Iterator[tuple[TableKey, pd.DataFrame]]:
+    """Split the frame by table key; missing key parts become "unknown" rather than vanish."""
+    keys = frame[KEY_COLUMNS].astype(object).where(frame[KEY_COLUMNS].notna(), "unknown").astype(str)
+    other_pretrain = frame["pretrain_objective"].notna() & (frame["pretrain_objective"] != frame["objective"])
+    keys.loc[other_pretrain, "objective"] = (keys["objective"] + " on " + frame["pretrain_objective"].astype(str)
+                                             + "-pretrained")
+    for key, group in frame.groupby([keys[c] for c in KEY_COLUMNS], sort=True):
+        yield tuple(key), group  # type: ignore[misc]
