@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
                              download=opts.download, quiet=opts.quiet, workers=opts.workers)
     store = Store(opts.out / "runs.db")
+    note_older_runs(store)
     if opts.dry_run:
         for cfg in grid.cells:
             print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
@@ -159,6 +160,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def note_older_runs(store: Any) -> None:
+    """Say how many stored runs were computed under an older key rule: kept, never reused, not reported."""
+    from benchmark.core.config import KEY_VERSION
+
+    for version, count in store.older(KEY_VERSION).items():
+        print(f"note: {count} runs in {store.path} were computed under key version {version}; they are kept, "
+              f"but not reused (their cells run again under key version {KEY_VERSION}) and not reported",
+              file=sys.stderr)
+
+
+def current_runs(store: Any) -> list[Any]:
+    """The stored runs made under the current key rule (the report's input)."""
+    from benchmark.core.config import KEY_VERSION
+
+    return [r for r in store.all() if (r.key_version or 1) == KEY_VERSION]
 
 
 def report_of_run(records: list[Any], out_dir: Path) -> str:
@@ -201,7 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     store = Store(opts.out / "runs.db")
     record = evaluate_checkpoint(args.checkpoint, grid.base, env, args.name or args.checkpoint.stem)
     store.put(record)
-    same_table = [r for r in store.all() if (r.dataset, r.arch, r.objective) ==
+    same_table = [r for r in current_runs(store) if (r.dataset, r.arch, r.objective) ==
                   (record.dataset, record.arch, record.objective)]
     print(write_report(same_table, opts.out / "report"))
     return 0
@@ -235,5 +253,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = args.out / "runs.db"
     if not db.exists():
         raise UserError(f"no store at {db}; run `python -m benchmark run --out {args.out}` first")
-    print(write_report(Store(db).all(), args.out / "report", args.sweep_sparsity, args.cert_radius))
+    store = Store(db)
+    note_older_runs(store)
+    print(write_report(current_runs(store), args.out / "report", args.sweep_sparsity, args.cert_radius))
     return 0

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchmark.core.config import RunConfig
+from benchmark.core.config import KEY_VERSION, RunConfig
 from benchmark.core.data import DATASETS, load_dataset, make_loader, subset
 from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_save, atomic_write_json, safe_load
@@ -286,7 +286,8 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
         metrics=evaluation.metrics if evaluation else [], cost=cost,
         eval_desc=evaluation.description if evaluation else None,
         evaluation=evaluation.summary() if evaluation else None,
-        checks=evaluation.checks if evaluation else None, eval_key=cfg.eval_key(), device=env.device,
+        checks=evaluation.checks if evaluation else None, eval_key=cfg.eval_key(), key_version=KEY_VERSION,
+        device=env.device,
         versions={"python": platform.python_version(), "torch": torch.__version__},
         status=status, error=error, finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
 

@@ -21,8 +21,9 @@ class RunRecord:
 
     sparsity is the target, sparsity_actual the measured one; cost holds what each phase spent (see
     `results.cost`); evaluation the wall times, attacked-example counts and eps sweep of the evaluation;
-    checks the self-checks, one dict per check; eval_key the key of the evaluation settings. Fields typed as
-    a list or dict are stored as JSON.
+    checks the self-checks, one dict per check; eval_key the key of the evaluation settings; key_version the
+    key rule (`benchmark.core.config.KEY_VERSION`) its keys were made under. Fields typed as a list or dict are
+    stored as JSON.
     """
 
     key: str
@@ -47,6 +48,7 @@ class RunRecord:
     evaluation: dict[str, Any] | None = None
     checks: list[dict[str, Any]] | None = None
     eval_key: str | None = None
+    key_version: int | None = None  # the key rule its keys were made under (None: version 1, before it was kept)
 
     def value(self, evaluator: str, kind: str = "acc", *, eps_multiple: float | None = None,
               radius: float | None = None) -> float | None:

@@ -3,7 +3,9 @@
 The columns are the fields of `RunRecord`; those typed as a list or dict hold JSON of full-precision numbers,
 never rounded strings. An older store is migrated in place when it is opened, in one transaction, keeping
 every row: version 2 added the evaluation's columns, version 3 turned each row's metrics from a dict of
-composed names into long form (`results.legacy`).
+composed names into long form (`results.legacy`) and added the key version of each run (rows from before
+it are under key version 1). Runs under an older key version are never looked up by a current key: `older`
+counts them, so the command line can say so, and the report leaves them out.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ _HINTS = typing.get_type_hints(RunRecord)
 COLUMNS = {f.name: _sql_type(_HINTS[f.name]) for f in dataclasses.fields(RunRecord)}
 COLUMNS["key"] += " PRIMARY KEY"
 JSON_COLUMNS = [name for name, kind in COLUMNS.items() if kind == "JSON"]
-ADDED_IN = {2: ("evaluation", "checks", "eval_key")}  # the columns a version added
+ADDED_IN = {2: ("evaluation", "checks", "eval_key"), 3: ("key_version",)}  # the columns a version added
 
 
 class Store:
@@ -76,6 +78,13 @@ class Store:
     def all(self) -> list[RunRecord]:
         return [_decode(row) for row in self._db.execute("SELECT * FROM runs ORDER BY rowid")]
 
+    def older(self, key_version: int) -> dict[int, int]:
+        """Key version -> how many runs were computed under it, for the versions older than `key_version`
+        (a row without one is from key version 1)."""
+        rows = self._db.execute("SELECT COALESCE(key_version, 1) AS v, COUNT(*) FROM runs WHERE "
+                                "COALESCE(key_version, 1) < ? GROUP BY v ORDER BY v", (key_version,)).fetchall()
+        return {int(v): int(n) for v, n in rows}
+
     def close(self) -> None:
         self._db.close()
 
@@ -95,16 +104,18 @@ def _decode(row: sqlite3.Row) -> RunRecord:
     return RunRecord.from_dict(values)
 
 
-def _add_evaluation_columns(db: sqlite3.Connection) -> None:
-    for name in ADDED_IN[2]:
+def _add_columns(version: int, db: sqlite3.Connection) -> None:
+    for name in ADDED_IN[version]:
         db.execute(f"ALTER TABLE runs ADD COLUMN {name} {COLUMNS[name]}")
 
 
 def _long_form_metrics(db: sqlite3.Connection) -> None:
+    _add_columns(3, db)
     for rowid, metrics, evaluation in db.execute("SELECT rowid, metrics, evaluation FROM runs").fetchall():
         long, evaluation = migrate_row(_loads(metrics), _loads(evaluation))
         db.execute("UPDATE runs SET metrics = ?, evaluation = ? WHERE rowid = ?",
                    (_dumps([dataclasses.asdict(m) for m in long]), _dumps(evaluation), rowid))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _add_evaluation_columns, 3: _long_form_metrics}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: lambda db: _add_columns(2, db),
+                                                                3: _long_form_metrics}

@@ -153,3 +153,22 @@ def test_a_newer_store_is_refused(tmp_path):
     db.close()
     with pytest.raises(RuntimeError, match="schema version 4"):
         Store(tmp_path / "runs.db")
+
+
+def test_runs_of_the_current_main_are_reported_as_key_version_1_never_reused_nor_orphaned(tmp_path, capsys):
+    """A store written by the code before key version 2: its rows are kept and counted, `run` says so and
+    computes the cells again under the current keys, `report` leaves the old rows out and says why."""
+    from benchmark.cli import main
+    from benchmark.core.config import KEY_VERSION
+
+    write_v2_store(tmp_path / "runs.db")
+    assert Store(tmp_path / "runs.db").older(KEY_VERSION) == {1: len(V2["rows"])}
+    argv = ["run", "--preset", "smoke", "--methods", "lwm", "--sparsity", "0.9", "--out", str(tmp_path), "--quiet"]
+    assert main([*argv, "--dry-run"]) == 0
+    captured = capsys.readouterr()
+    assert f"note: {len(V2['rows'])} runs in {tmp_path / 'runs.db'} were computed under key version 1" in captured.err
+    assert all("done: nothing" in line for line in captured.out.strip().splitlines())  # nothing old is reused
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "key version 1" in captured.err and captured.out.strip() == "No runs."
+    assert [r.key for r in Store(tmp_path / "runs.db").all()] == [row["key"] for row in V2["rows"]]  # kept
