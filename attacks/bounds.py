@@ -339,10 +339,12 @@ class Relaxation:
     lower: Tensor  # (M,) slope of the lower line
     upper: Tensor  # (M,) slope of the upper line
     intercept: Tensor  # (M,) the upper line's value at 0
+    at_zero: float  # the intercept's share of the subgradient where a = 0
 
     def apply(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """a (G, K, neurons) through the ReLUs backwards: (a', the constant it adds, (G, K))."""
-        return _Relax.apply(a, self.active, self.rows, self.cols, self.lower, self.upper, self.intercept)
+        return _Relax.apply(a, self.active, self.rows, self.cols, self.lower, self.upper, self.intercept,
+                            self.at_zero)
 
 
 def relaxation(lower: Tensor, upper: Tensor, parallel: bool) -> Relaxation:
@@ -354,25 +356,28 @@ def relaxation(lower: Tensor, upper: Tensor, parallel: bool) -> Relaxation:
     slope = high / (high - low).clamp_min(1e-12)
     lower_slope = slope if parallel else (high > -low).to(lower.dtype)
     active = (lower >= 0).to(lower.dtype).unsqueeze(1)
-    return Relaxation(active, rows, cols, lower_slope, slope, -slope * low)
+    # where a = 0 the previous code's subgradients: torch's clamp (none of the intercept) for CROWN, and for
+    # symbolic intervals that of a x centre shift - |a| x gap (half of it)
+    return Relaxation(active, rows, cols, lower_slope, slope, -slope * low, 0.5 if parallel else 0.0)
 
 
 class _Relax(torch.autograd.Function):
     """Relaxation.apply: one dense multiply by the activity, the sign-dependent slopes on the unstable neurons
     only, in both directions (autograd through the elementwise formula makes about ten passes over a).
 
-    Subgradients at a = 0 are those of a * upper + clamp(a, min=0) * (lower - upper) + clamp(a, max=0) *
-    intercept, the dense formula this replaces."""
+    Subgradients at a = 0 are the upper slope's (as the dense formula a * upper + clamp(a, min=0) * (lower -
+    upper) this replaces: torch's clamp passes no gradient at the boundary) and `at_zero` of the intercept."""
 
     @staticmethod
     def forward(ctx, a: Tensor, active: Tensor, rows: Tensor, cols: Tensor, lower: Tensor, upper: Tensor,
-                intercept: Tensor) -> tuple[Tensor, Tensor]:
+                intercept: Tensor, at_zero: float) -> tuple[Tensor, Tensor]:
         out = a * active
         picked = a[rows, :, cols]  # (M, K)
         neg = picked.clamp(max=0)
         out[rows, :, cols] = picked * lower.unsqueeze(1) + neg * (upper - lower).unsqueeze(1)
         const = a.new_zeros(a.shape[:2]).index_add_(0, rows, neg * intercept.unsqueeze(1))
         ctx.save_for_backward(active, rows, cols, picked, lower, upper, intercept)
+        ctx.at_zero = at_zero
         return out, const
 
     @staticmethod
@@ -380,11 +385,12 @@ class _Relax(torch.autograd.Function):
         active, rows, cols, picked, lower, upper, intercept = ctx.saved_tensors
         grad_a = grad_out * active
         picked_grad, const_grad = grad_out[rows, :, cols], grad_const[rows]
-        slope = torch.where(picked < 0, upper.unsqueeze(1), lower.unsqueeze(1))
-        grad_a[rows, :, cols] = picked_grad * slope + const_grad * intercept.unsqueeze(1) * (picked <= 0)
+        slope = torch.where(picked > 0, lower.unsqueeze(1), upper.unsqueeze(1))
+        share = (picked < 0).to(picked.dtype) + ctx.at_zero * (picked == 0)
+        grad_a[rows, :, cols] = picked_grad * slope + const_grad * intercept.unsqueeze(1) * share
         neg = picked.clamp(max=0)
         return (grad_a, None, None, None, (picked_grad * picked.clamp(min=0)).sum(1), (picked_grad * neg).sum(1),
-                (const_grad * neg).sum(1))
+                (const_grad * neg).sum(1), None)
 
 
 # --- backward passes ----------------------------------------------------------------------------------------------

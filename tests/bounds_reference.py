@@ -1,4 +1,8 @@
-"""Bound propagation on l-inf input boxes: lower bounds on the margins z_y - z_j of a feed-forward network.
+"""The bound propagation of attacks/bounds.py before it was batched and sped up (commit 0212837), kept as the
+oracle the fast code is tested against (same bounds, same gradients) and timed against by
+benchmarks/bound_speed.py. Not used by rpbench itself.
+
+Bound propagation on l-inf input boxes: lower bounds on the margins z_y - z_j of a feed-forward network.
 
 The box around x is [max(x - eps, 0), min(x + eps, 1)]: clamped to the valid pixel range, never to the
 batch's min and max (HYDRA's official code does that, which shrinks the threat set). Four methods:
