@@ -158,10 +158,20 @@ def _conv(conv: nn.Conv2d) -> Affine:
         def paired(t: Tensor) -> Tensor:
             return F.conv2d(t, _paired_weight(w), _paired_bias(b), **options)
 
+    def window(a: Tensor) -> Tensor:
+        # as a matrix product and col2im: conv_transpose2d takes a slow path on many tiny windows (measured here)
+        if conv.groups != 1:
+            return F.conv_transpose2d(a, w, stride=conv.stride, dilation=conv.dilation, groups=conv.groups)
+        rows, channels, height, width = a.shape
+        cols = (a.reshape(rows, channels, height * width).transpose(1, 2) @ w.flatten(1)).transpose(1, 2)
+        if height == width == 1:
+            return cols.reshape(rows, *w.shape[1:])
+        size = tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in
+                     zip((height, width), conv.stride, conv.dilation, w.shape[-2:], strict=True))
+        return F.fold(cols, size, w.shape[-2:], dilation=conv.dilation, stride=conv.stride)
+
     return Affine(lambda x: F.conv2d(x, w, **options), lambda x: F.conv2d(x, w.abs(), **options), adjoint,
-                  b.view(-1, 1, 1) if b is not None else None, mixing=True, paired=paired,
-                  window=lambda a: F.conv_transpose2d(a, w, stride=conv.stride, dilation=conv.dilation,
-                                                      groups=conv.groups), grow=grow)
+                  b.view(-1, 1, 1) if b is not None else None, mixing=True, paired=paired, window=window, grow=grow)
 
 
 def _elementwise(module: nn.Module, dims: int) -> tuple[Tensor, Tensor]:
@@ -341,6 +351,17 @@ class Relaxation:
     intercept: Tensor  # (M,) the upper line's value at 0
     at_zero: float  # the intercept's share of the subgradient where a = 0
 
+    def select(self, ex: Tensor) -> Relaxation:
+        """The relaxation of group ex[g] as group g (this one's unstable neurons are listed by group)."""
+        per_group = torch.bincount(self.rows, minlength=len(self.active))
+        counts = per_group[ex]
+        rows = torch.repeat_interleave(torch.arange(len(ex), device=ex.device), counts)
+        # new entry t of group g is old entry t - (where g's entries start now) + (where ex[g]'s started)
+        offset = (per_group.cumsum(0) - per_group)[ex] - (counts.cumsum(0) - counts)
+        k = torch.arange(len(rows), device=ex.device) + torch.repeat_interleave(offset, counts)
+        return Relaxation(self.active[ex], rows, self.cols[k], self.lower[k], self.upper[k], self.intercept[k],
+                          self.at_zero)
+
     def apply(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """a (G, K, neurons) through the ReLUs backwards: (a', the constant it adds, (G, K))."""
         return _Relax.apply(a, self.active, self.rows, self.cols, self.lower, self.upper, self.intercept,
@@ -424,15 +445,13 @@ def _dense_rows(net: Network, stop: int, ex: Tensor, neuron: Tensor, signs: Tens
                 parallel: bool, lower: Tensor, upper: Tensor) -> Tensor:
     """rows_bound with every row a whole tensor at each layer."""
     shape, k = net.shapes[stop], len(signs)
-    flat = {i: (_flat(lo), _flat(hi)) for i, (lo, hi) in bounds.items() if i < stop}
+    relax = {i: relaxation(_flat(lo), _flat(hi), parallel) for i, (lo, hi) in bounds.items() if i < stop}
     out = []
     for part in _chunks(len(ex), k, max(math.prod(s) for s in net.shapes[:stop + 1])):
-        e, j = ex[part], neuron[part]
-        a = lower.new_zeros(len(e), k, math.prod(shape))
-        a[torch.arange(len(e), device=e.device), :, j] = signs
-        relax = {i: relaxation(lo[e], hi[e], parallel) for i, (lo, hi) in flat.items()}
-        out.append(backward_bound(net, _unflat(a.view(len(e) * k, -1), shape), a.new_zeros(len(e), k), stop, relax,
-                                  lower[e], upper[e]))
+        e = ex[part]
+        a = F.one_hot(neuron[part], math.prod(shape)).to(lower.dtype).unsqueeze(1) * signs.view(1, k, 1)
+        out.append(backward_bound(net, _unflat(a.view(len(e) * k, -1), shape), a.new_zeros(len(e), k), stop,
+                                  {i: r.select(e) for i, r in relax.items()}, lower[e], upper[e]))
     return torch.cat(out)
 
 
@@ -449,14 +468,26 @@ def _windows(net: Network, stop: int) -> list[tuple[int, Geometry]]:
     return plan
 
 
-def _unfold(table: Tensor, geometry: Geometry, positions: tuple[int, ...], value: float) -> tuple[Tensor, int]:
-    """Every window of this geometry of a (B, C, H, W) table, one per row position, padded with `value` where a
-    window leaves the tensor: (B, C x size, windows), and the number of windows per line."""
+def _unfold(table: Tensor, geometry: Geometry, positions: tuple[int, ...]) -> Tensor:
+    """Every window of this geometry of a (B, C, H, W) table, one per row position (zero where it leaves the
+    tensor), flat: (B x positions, C x size), row (b, h, w) at b x positions + h x positions_w + w. By views,
+    not F.unfold, whose im2col takes about 0.4 s for even a tiny table here."""
     (sh, sw), (ph, pw), (kh, kw) = geometry
     height, width = table.shape[-2:]
     pad_h, pad_w = max(0, (positions[0] - 1) * sh - ph + kh - height), max(0, (positions[1] - 1) * sw - pw + kw - width)
-    windows = F.unfold(F.pad(table, (pw, pad_w, ph, pad_h), value=value), (kh, kw), stride=(sh, sw))
-    return windows, (width + pw + pad_w - kw) // sw + 1
+    windows = F.pad(table, (pw, pad_w, ph, pad_h)).unfold(2, kh, sh).unfold(3, kw, sw)
+    return windows[:, :, :positions[0], :positions[1]].permute(0, 2, 3, 1, 4, 5).reshape(
+        len(table) * positions[0] * positions[1], -1)
+
+
+def _slopes(lo: Tensor, hi: Tensor, parallel: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Dense tables of a ReLU layer's relaxation (as `relaxation`, for windows): the upper slope (the activity
+    on stable neurons), the lower slope minus it, and the intercept."""
+    unstable = (lo < 0) & (hi > 0)
+    active = (lo >= 0).to(lo.dtype)
+    slope = torch.where(unstable, hi / (hi - lo).clamp_min(1e-12), active)
+    lower = slope if parallel else torch.where(unstable, (hi > -lo).to(lo.dtype), active)
+    return slope, lower - slope, torch.where(unstable, -slope * lo, torch.zeros_like(lo))
 
 
 def _inside(geometry: Geometry, shape: tuple[int, ...], h: Tensor, w: Tensor) -> Tensor:
@@ -467,47 +498,60 @@ def _inside(geometry: Geometry, shape: tuple[int, ...], h: Tensor, w: Tensor) ->
     return (((ys >= 0) & (ys < shape[1])).unsqueeze(2) & ((xs >= 0) & (xs < shape[2])).unsqueeze(1)).unsqueeze(1)
 
 
-def _window_rows(net: Network, stop: int, ex: Tensor, neuron: Tensor, signs: Tensor, bounds: dict[int, tuple],
-                 parallel: bool, lower: Tensor, upper: Tensor) -> Tensor:
-    """rows_bound with every row the window of each tensor it can reach (a row at a convolution's output
-    position p depends on a patch of the layer below around p x stride, and so on down to the input). The
-    ReLU tables are padded with an inactive bound (-1, -1) and the box with zeros, and each window is cut to
-    the tensor after every convolution, so the windows are exactly the dense rows' nonzero parts."""
+def _window_rows(net: Network, stop: int, ex: Tensor, h: Tensor, w: Tensor, coeff: Tensor,
+                 bounds: dict[int, tuple], parallel: bool, lower: Tensor, upper: Tensor) -> Tensor:
+    """Lower bounds of the rows coeff[g] (K of them) on the channels at position (h[g], w[g]) of ops[stop]'s
+    input over example ex[g]'s box, (G, K), with every row the window of each tensor it can reach (a row at a
+    convolution's output position p depends on a patch of the layer below around p x stride, and so on down
+    to the input); coeff of shape (G or 1, K, C). The relaxation and box tables are zero outside the tensors,
+    and a window is cut to the tensor after a convolution that an affine layer follows (a ReLU's tables cut
+    it anyway), so the windows are exactly the dense rows' nonzero parts. The relaxation is the dense formula
+    on the windows (small), with Relaxation's subgradients; a group's K rows share its tables."""
     channels, height, width = net.shapes[stop]
-    k, plan = len(signs), _windows(net, stop)
-    c, h, w = neuron % channels, neuron // channels // width, neuron // channels % width
+    k, plan = coeff.shape[1], _windows(net, stop)
     positions = (height, width)
-    tables = {i: (_unfold(bounds[i][0], g, positions, -1.0), _unfold(bounds[i][1], g, positions, -1.0))
+    tables = {i: [_unfold(t, g, positions) for t in _slopes(*bounds[i], parallel)]
               for i, g in plan if net.ops[i] is None}
-    box = _unfold((upper + lower) / 2, plan[-1][1], positions, 0.0), _unfold((upper - lower) / 2, plan[-1][1],
-                                                                           positions, 0.0)
+    mid, rad = (_unfold(t, plan[-1][1], positions) for t in ((upper + lower) / 2, (upper - lower) / 2))
     largest = max(net.shapes[i][0] * g[2][0] * g[2][1] for i, g in plan)
     out = []
     for part in _chunks(len(ex), k, largest):
         e, hh, ww = ex[part], h[part], w[part]
+        at = (e * height + hh) * width + ww
         groups = len(e)
-        a = lower.new_zeros(groups, k, channels)
-        a[torch.arange(groups, device=e.device), :, c[part]] = signs
-        a, const = a.view(groups * k, channels, 1, 1), a.new_zeros(groups, k)
+        a = (coeff[part] if len(coeff) > 1 else coeff.expand(groups, -1, -1)).reshape(groups * k, channels, 1, 1)
+        const = a.new_zeros(groups, k)
         for i, geometry in plan:
             op = net.ops[i]
             if op is None:
-                (lo, line), (hi, _) = tables[i]
-                at = hh * line + ww
-                a_flat, added = relaxation(lo[e, :, at], hi[e, :, at], parallel).apply(a.reshape(groups, k, -1))
-                a, const = a_flat.view(a.shape), const + added
+                slope, diff, intercept = (t[at].unsqueeze(1) for t in tables[i])
+                flat = a.reshape(groups, k, -1)
+                if parallel:  # a x shift - |a| x gap, as symbolic intervals carry them (abs: no gradient at 0)
+                    half = intercept.transpose(1, 2) / 2
+                    const = const + (flat @ half).squeeze(2) - (flat.abs() @ half).squeeze(2)
+                    a = (flat * slope).view(a.shape)
+                else:
+                    const = const + (flat.clamp(max=0) @ intercept.transpose(1, 2)).squeeze(2)
+                    a = (flat * slope + flat.clamp(min=0) * diff).view(a.shape)
                 continue
             if op.bias is not None:
                 const = const + _dot(a, op.bias).view(groups, k)
             a = op.window(a)
-            if op.mixing:
-                a = a * _inside(geometry, net.shapes[i], hh, ww).repeat_interleave(k, 0)
-        (mid, line), (rad, _) = box
-        at = hh * line + ww
+            if op.mixing and i > 0 and net.ops[i - 1] is not None:  # a ReLU's zero-padded tables cut it anyway
+                a = (a.view(groups, k, *a.shape[1:]) * _inside(geometry, net.shapes[i], hh, ww).unsqueeze(1)).view(
+                    a.shape)
         a = a.reshape(groups, k, -1)
-        out.append((a @ mid[e, :, at].unsqueeze(2)).squeeze(2) - (a.abs() @ rad[e, :, at].unsqueeze(2)).squeeze(2)
-                   + const)
+        out.append((a @ mid[at].unsqueeze(2)).squeeze(2) - (a.abs() @ rad[at].unsqueeze(2)).squeeze(2) + const)
     return torch.cat(out)
+
+
+def _windowed(net: Network, stop: int) -> bool:
+    """Whether rows at ops[stop]'s input go by windows: every layer below is local and the windows are smaller
+    than the tensors."""
+    if not net.local(stop):
+        return False
+    plan = _windows(net, stop)
+    return sum(net.shapes[i][0] * g[2][0] * g[2][1] for i, g in plan) < sum(math.prod(net.shapes[i]) for i, _ in plan)
 
 
 def rows_bound(net: Network, stop: int, ex: Tensor, neuron: Tensor, signs: tuple[float, ...],
@@ -517,12 +561,36 @@ def rows_bound(net: Network, stop: int, ex: Tensor, neuron: Tensor, signs: tuple
     signs). One backward pass per row, batched across examples without padding, in chunks of ROW_BUDGET; by
     windows when they are smaller than the tensors."""
     signs_t = lower.new_tensor(signs)
-    if net.local(stop):
-        plan = _windows(net, stop)
-        windowed = sum(net.shapes[i][0] * g[2][0] * g[2][1] for i, g in plan)
-        if windowed < sum(math.prod(net.shapes[i]) for i, _ in plan):
-            return _window_rows(net, stop, ex, neuron, signs_t, bounds, parallel, lower, upper)
-    return _dense_rows(net, stop, ex, neuron, signs_t, bounds, parallel, lower, upper)
+    if not _windowed(net, stop):
+        return _dense_rows(net, stop, ex, neuron, signs_t, bounds, parallel, lower, upper)
+    channels, _, width = net.shapes[stop]
+    coeff = F.one_hot(neuron % channels, channels).to(lower.dtype).unsqueeze(1) * signs_t.view(1, -1, 1)
+    position = neuron // channels
+    return _window_rows(net, stop, ex, position // width, position % width, coeff, bounds, parallel, lower, upper)
+
+
+def _every_neuron(net: Network, stop: int, bounds: dict[int, tuple], parallel: bool, lower: Tensor,
+                  upper: Tensor) -> Tensor:
+    """rows_bound of every neuron of every example, (B, neurons), with the rows that share an example (whole
+    tensors) or an example and a position (windows) as one group, which shares its tables."""
+    batch, shape = len(lower), net.shapes[stop]
+    n = math.prod(shape)
+    if _windowed(net, stop):  # a group per (example, position), its rows the channels there
+        channels, height, width = shape
+        ex = torch.arange(batch, device=lower.device).repeat_interleave(height * width)
+        position = torch.arange(height * width, device=lower.device).repeat(batch)
+        coeff = torch.eye(channels, dtype=lower.dtype, device=lower.device).unsqueeze(0)
+        return _window_rows(net, stop, ex, position // width, position % width, coeff, bounds, parallel, lower,
+                            upper).view(batch, n)
+    relax = {i: relaxation(_flat(lo), _flat(hi), parallel) for i, (lo, hi) in bounds.items() if i < stop}
+    eye = torch.eye(n, dtype=lower.dtype, device=lower.device)
+    out = []
+    for part in _chunks(batch, n, max(math.prod(s) for s in net.shapes[:stop + 1])):
+        e = torch.arange(batch, device=lower.device)[part]
+        a = _unflat(eye.repeat(len(e), 1), shape)
+        out.append(backward_bound(net, a, lower.new_zeros(len(e), n), stop, {i: r.select(e) for i, r in relax.items()},
+                                  lower[part], upper[part]))
+    return torch.cat(out)
 
 
 # --- the certifiers ------------------------------------------------------------------------------------------------
@@ -566,19 +634,19 @@ def symbolic(net: Network, lower: Tensor, upper: Tensor, spec: Tensor) -> Tensor
     """Symbolic intervals: every neuron's lower bound by a backward pass from it (centre - spread: the upper
     one is centre + spread), the centre carried forward as MixTrain does (slope x centre + half the gap -s l
     of an unstable ReLU), and the margins' bound by the spec's backward pass."""
-    batch = len(lower)
     center = (upper + lower) / 2
+    _, _, ibp_bounds = interval(net, lower, upper, net.last_relu + 1)
     bounds: dict[int, tuple] = {}
+    mixing = 0
     for i, op in enumerate(net.ops[:net.last_relu + 1]):
         if op is not None:
-            center = op(center)
+            center, mixing = op(center), mixing + op.mixing
             continue
-        shape = net.shapes[i]
-        n = math.prod(shape)
-        ex = torch.arange(batch, device=lower.device).repeat_interleave(n)
-        neuron = torch.arange(n, device=lower.device).repeat(batch)
-        low = rows_bound(net, i, ex, neuron, (1.0,), bounds, True, lower, upper).view(batch, n)
-        lo, hi = _unflat(low, shape), _unflat(2 * _flat(center) - low, shape)
+        if not bounds and mixing <= 1:  # the first ReLU, after at most one linear map: there IBP is exact
+            lo, hi = ibp_bounds[i]
+        else:
+            low = _every_neuron(net, i, bounds, True, lower, upper)
+            lo, hi = _unflat(low, net.shapes[i]), _unflat(2 * _flat(center) - low, net.shapes[i])
         bounds[i] = (lo, hi)
         unstable = (lo < 0) & (hi > 0)
         slope = torch.where(unstable, hi / (hi - lo).clamp_min(1e-12), (lo >= 0).to(lo.dtype))  # MixTrain's
