@@ -19,8 +19,7 @@ what the bounds see, and gradients reach whatever the pruner trains (HYDRA's sco
 
 How it is fast:
 
-- IBP carries [lower; upper] stacked on the channel dimension through one call per layer, with the block
-  weight [[W+, W-], [W-, W+]], so a ReLU is one `relu` and the ReLU inputs CROWN-IBP needs come for free;
+- IBP computes each ReLU's input bounds once and shares them and the folded specification with CROWN-IBP;
 - the backward pass keeps its rows channels-last (the CPU's conv-transposes run about 2x faster on them) and
   relaxes a ReLU with one multiply by its 0/1 activity plus a sparse correction on the unstable neurons only;
 - the certifiers batch across examples without padding: one backward pass per (example, neuron) row, in
@@ -89,45 +88,26 @@ class Affine:
     adjoint: Callable[[Tensor, tuple[int, ...]], Tensor]  # L^T a, for a of shape (N, *out_shape)
     bias: Tensor | None  # broadcastable to out_shape
     mixing: bool = False  # Linear or Conv2d (combines inputs), not elementwise
-    paired: Callable[[Tensor], Tensor] | None = None  # the interval map on [lower; upper] stacked on dim 1
+    fused: Callable[[Tensor], Tensor] | None = None  # L x + b in one call (the bias inside conv2d / linear)
     window: Callable[[Tensor], Tensor] | None = None  # L^T on windows (no cropping), for local layers
     grow: Callable[[Geometry], Geometry] | None = None  # a window's geometry on the input, from the output's
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.fused is not None:
+            return self.fused(x)
         out = self.linear(x)
         return out if self.bias is None else out + self.bias
-
-    def interval(self, t: Tensor) -> Tensor:
-        """[lower; upper] (stacked on dim 1) of the output over the input box [lower; upper]."""
-        if self.paired is not None:
-            return self.paired(t)
-        lower, upper = t.chunk(2, 1)
-        mid, rad = self((upper + lower) / 2), self.linear_abs((upper - lower) / 2)
-        return torch.cat([mid - rad, mid + rad], 1)
-
-
-def _paired_weight(w: Tensor) -> Tensor:
-    """[[W+, W-], [W-, W+]] on the input and output dimensions 0 and 1. W+ = (W + |W|) / 2 (not clamp), so that a
-    zero weight (a pruned one) gets the gradient it gets through W c - |W| r: that of the centre alone."""
-    pos = (w + w.abs()) / 2
-    neg = w - pos
-    return torch.cat([torch.cat([pos, neg], 1), torch.cat([neg, pos], 1)], 0)
-
-
-def _paired_bias(b: Tensor | None) -> Tensor | None:
-    return None if b is None else torch.cat([b, b])
 
 
 def affine(module: nn.Module, in_shape: tuple[int, ...]) -> Affine:
     if isinstance(module, nn.Linear):
         w, b = module.weight, module.bias
         return Affine(lambda x: F.linear(x, w), lambda x: F.linear(x, w.abs()), lambda a, shape: a @ w, b,
-                      mixing=True, paired=lambda t: F.linear(t, _paired_weight(w), _paired_bias(b)))
+                      mixing=True, fused=lambda x: F.linear(x, w, b))
     if isinstance(module, nn.Conv2d):
         return _conv(module)
     if isinstance(module, nn.Flatten):
-        return Affine(lambda x: x.flatten(1), lambda x: x.flatten(1), lambda a, shape: a.reshape(-1, *shape), None,
-                      paired=lambda t: t.flatten(1))
+        return Affine(lambda x: x.flatten(1), lambda x: x.flatten(1), lambda a, shape: a.reshape(-1, *shape), None)
     scale, shift = _elementwise(module, len(in_shape))
     local = len(in_shape) == 3
     return Affine(lambda x: x * scale, lambda x: x * scale.abs(), lambda a, shape: a * scale, shift,
@@ -153,11 +133,6 @@ def _conv(conv: nn.Conv2d) -> Affine:
                 tuple((n - 1) * s + d * (k - 1) + 1 for n, s, d, k in
                       zip(size, conv.stride, conv.dilation, w.shape[-2:], strict=True)))
 
-    paired = None
-    if conv.groups == 1:  # [lower; upper] on the channels would not line up with the groups of a grouped conv
-        def paired(t: Tensor) -> Tensor:
-            return F.conv2d(t, _paired_weight(w), _paired_bias(b), **options)
-
     def window(a: Tensor) -> Tensor:
         # as a matrix product and col2im: conv_transpose2d takes a slow path on many tiny windows (measured here)
         if conv.groups != 1:
@@ -171,7 +146,8 @@ def _conv(conv: nn.Conv2d) -> Affine:
         return F.fold(cols, size, w.shape[-2:], dilation=conv.dilation, stride=conv.stride)
 
     return Affine(lambda x: F.conv2d(x, w, **options), lambda x: F.conv2d(x, w.abs(), **options), adjoint,
-                  b.view(-1, 1, 1) if b is not None else None, mixing=True, paired=paired, window=window, grow=grow)
+                  b.view(-1, 1, 1) if b is not None else None, mixing=True,
+                  fused=lambda x: F.conv2d(x, w, b, **options), window=window, grow=grow)
 
 
 def _elementwise(module: nn.Module, dims: int) -> tuple[Tensor, Tensor]:
@@ -288,30 +264,32 @@ def _dot(a: Tensor, b: Tensor) -> Tensor:
     return a.flatten(1) @ b.flatten()
 
 
-def _concretize(a: Tensor, const: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    """The minimum of a . x + const over the box [lower, upper]: a of shape (G * K, *shape) (K rows per group),
-    const (G, K), lower and upper (G, *shape) or already flat (G, neurons)."""
+def _concretize(a: Tensor, const: Tensor, mid: Tensor, rad: Tensor) -> Tensor:
+    """The minimum of a . x + const over the box mid +- rad: a of shape (G * K, *shape) (K rows per group),
+    const (G, K), mid and rad (G, *shape)."""
     groups, k = const.shape
     a = _flat(a).view(groups, k, -1)
-    mid, rad = _flat((upper + lower) / 2).unsqueeze(2), _flat((upper - lower) / 2).unsqueeze(2)
-    return (a @ mid).squeeze(2) - (a.abs() @ rad).squeeze(2) + const
+    return (a @ _flat(mid).unsqueeze(2)).squeeze(2) - (a.abs() @ _flat(rad).unsqueeze(2)).squeeze(2) + const
 
 
 # --- IBP ---------------------------------------------------------------------------------------------------------
 
 
 def interval(net: Network, lower: Tensor, upper: Tensor, stop: int) -> tuple[Tensor, Tensor, dict[int, tuple]]:
-    """Intervals through ops[:stop]; also every ReLU's input bounds, as {index: (lower, upper)}."""
-    t = torch.cat([lower, upper], 1)
+    """Intervals through ops[:stop] as centre and radius; also every ReLU's input bounds, as {index: (lower,
+    upper)}. (Measured here, [lower; upper] through one call per layer with the block weight [[W+, W-], [W-,
+    W+]] is slower: twice the flops, and a copy per layer.)"""
+    mid, rad = (upper + lower) / 2, (upper - lower) / 2
     pre: dict[int, tuple] = {}
     for i, op in enumerate(net.ops[:stop]):
         if op is None:
-            pre[i] = t.chunk(2, 1)
-            t = t.relu()
+            low, high = mid - rad, mid + rad
+            pre[i] = (low, high)
+            low, high = low.relu(), high.relu()
+            mid, rad = (high + low) / 2, (high - low) / 2
         else:
-            t = op.interval(t)
-    low, high = t.chunk(2, 1)
-    return low, high, pre
+            mid, rad = op(mid), op.linear_abs(rad)
+    return mid, rad, pre
 
 
 def _fold(net: Network, spec: Tensor, start: int) -> tuple[Tensor, Tensor]:
@@ -329,9 +307,9 @@ def _fold(net: Network, spec: Tensor, start: int) -> tuple[Tensor, Tensor]:
 
 def ibp(net: Network, lower: Tensor, upper: Tensor, spec: Tensor) -> tuple[Tensor, dict[int, tuple]]:
     start = net.last_relu + 1
-    low, high, pre = interval(net, lower, upper, start)
+    mid, rad, pre = interval(net, lower, upper, start)
     a, const = _fold(net, spec, start)
-    return _concretize(a, const, low, high), pre
+    return _concretize(a, const, mid, rad), pre
 
 
 # --- ReLU relaxations ---------------------------------------------------------------------------------------------
@@ -349,7 +327,6 @@ class Relaxation:
     lower: Tensor  # (M,) slope of the lower line
     upper: Tensor  # (M,) slope of the upper line
     intercept: Tensor  # (M,) the upper line's value at 0
-    at_zero: float  # the intercept's share of the subgradient where a = 0
 
     def select(self, ex: Tensor) -> Relaxation:
         """The relaxation of group ex[g] as group g (this one's unstable neurons are listed by group)."""
@@ -359,46 +336,60 @@ class Relaxation:
         # new entry t of group g is old entry t - (where g's entries start now) + (where ex[g]'s started)
         offset = (per_group.cumsum(0) - per_group)[ex] - (counts.cumsum(0) - counts)
         k = torch.arange(len(rows), device=ex.device) + torch.repeat_interleave(offset, counts)
-        return Relaxation(self.active[ex], rows, self.cols[k], self.lower[k], self.upper[k], self.intercept[k],
-                          self.at_zero)
+        return Relaxation(self.active[ex], rows, self.cols[k], self.lower[k], self.upper[k], self.intercept[k])
 
     def apply(self, a: Tensor) -> tuple[Tensor, Tensor]:
         """a (G, K, neurons) through the ReLUs backwards: (a', the constant it adds, (G, K))."""
-        return _Relax.apply(a, self.active, self.rows, self.cols, self.lower, self.upper, self.intercept,
-                            self.at_zero)
+        return _Relax.apply(a, self.active, self.rows, self.cols, self.lower, self.upper, self.intercept)
 
 
-def relaxation(lower: Tensor, upper: Tensor, parallel: bool) -> Relaxation:
+@dataclass
+class ParallelRelaxation:
+    """Symbolic intervals' relaxation: slope s = u / (u - l) on an unstable neuron (the activity on stable
+    ones) whatever the sign of a, and the error term gap = -s l / 2 around the shifted centre, which adds
+    a x gap - |a| x gap (so no sparse correction: a dense multiply and two products; abs's subgradient 0 at
+    a = 0 is the previous code's)."""
+
+    slope: Tensor  # (G, 1, neurons)
+    gap: Tensor  # (G, neurons, 1)
+
+    def select(self, ex: Tensor) -> ParallelRelaxation:
+        return ParallelRelaxation(self.slope[ex], self.gap[ex])
+
+    def apply(self, a: Tensor) -> tuple[Tensor, Tensor]:
+        return a * self.slope, (a @ self.gap).squeeze(2) - (a.abs() @ self.gap).squeeze(2)
+
+
+def relaxation(lower: Tensor, upper: Tensor, parallel: bool) -> Relaxation | ParallelRelaxation:
     """The relaxation on flat bounds (G, neurons). Upper line through (l, 0) and (u, u); lower line through 0
     with slope 1 where u > -l, else 0 (CROWN's adaptive choice), or parallel to the upper one (symbolic
     intervals, whose error term is the gap between the two)."""
+    if parallel:
+        slope, _, intercept = _slopes(lower, upper, True)
+        return ParallelRelaxation(slope.unsqueeze(1), (intercept / 2).unsqueeze(2))
     rows, cols = ((lower < 0) & (upper > 0)).nonzero(as_tuple=True)
     low, high = lower[rows, cols], upper[rows, cols]
     slope = high / (high - low).clamp_min(1e-12)
-    lower_slope = slope if parallel else (high > -low).to(lower.dtype)
-    active = (lower >= 0).to(lower.dtype).unsqueeze(1)
-    # where a = 0 the previous code's subgradients: torch's clamp (none of the intercept) for CROWN, and for
-    # symbolic intervals that of a x centre shift - |a| x gap (half of it)
-    return Relaxation(active, rows, cols, lower_slope, slope, -slope * low, 0.5 if parallel else 0.0)
+    return Relaxation((lower >= 0).to(lower.dtype).unsqueeze(1), rows, cols, (high > -low).to(lower.dtype), slope,
+                      -slope * low)
 
 
 class _Relax(torch.autograd.Function):
     """Relaxation.apply: one dense multiply by the activity, the sign-dependent slopes on the unstable neurons
     only, in both directions (autograd through the elementwise formula makes about ten passes over a).
 
-    Subgradients at a = 0 are the upper slope's (as the dense formula a * upper + clamp(a, min=0) * (lower -
-    upper) this replaces: torch's clamp passes no gradient at the boundary) and `at_zero` of the intercept."""
+    Subgradients at a = 0 are those of the dense formula it replaces, a * upper + clamp(a, min=0) * (lower -
+    upper) + clamp(a, max=0) * intercept, whose clamps pass no gradient at 0: the upper slope, no intercept."""
 
     @staticmethod
     def forward(ctx, a: Tensor, active: Tensor, rows: Tensor, cols: Tensor, lower: Tensor, upper: Tensor,
-                intercept: Tensor, at_zero: float) -> tuple[Tensor, Tensor]:
+                intercept: Tensor) -> tuple[Tensor, Tensor]:
         out = a * active
         picked = a[rows, :, cols]  # (M, K)
         neg = picked.clamp(max=0)
         out[rows, :, cols] = picked * lower.unsqueeze(1) + neg * (upper - lower).unsqueeze(1)
         const = a.new_zeros(a.shape[:2]).index_add_(0, rows, neg * intercept.unsqueeze(1))
         ctx.save_for_backward(active, rows, cols, picked, lower, upper, intercept)
-        ctx.at_zero = at_zero
         return out, const
 
     @staticmethod
@@ -407,17 +398,17 @@ class _Relax(torch.autograd.Function):
         grad_a = grad_out * active
         picked_grad, const_grad = grad_out[rows, :, cols], grad_const[rows]
         slope = torch.where(picked > 0, lower.unsqueeze(1), upper.unsqueeze(1))
-        share = (picked < 0).to(picked.dtype) + ctx.at_zero * (picked == 0)
-        grad_a[rows, :, cols] = picked_grad * slope + const_grad * intercept.unsqueeze(1) * share
+        grad_a[rows, :, cols] = picked_grad * slope + const_grad * intercept.unsqueeze(1) * (picked < 0)
         neg = picked.clamp(max=0)
         return (grad_a, None, None, None, (picked_grad * picked.clamp(min=0)).sum(1), (picked_grad * neg).sum(1),
-                (const_grad * neg).sum(1), None)
+                (const_grad * neg).sum(1))
 
 
 # --- backward passes ----------------------------------------------------------------------------------------------
 
 
-def backward_bound(net: Network, a: Tensor, const: Tensor, stop: int, relaxations: dict[int, Relaxation],
+def backward_bound(net: Network, a: Tensor, const: Tensor, stop: int,
+                   relaxations: dict[int, Relaxation | ParallelRelaxation],
                    lower: Tensor, upper: Tensor) -> Tensor:
     """Lower bound of a . z + const, where z is the input of ops[stop], over the input box: a of shape
     (G * K, *shape) (K rows for each of G groups: examples, or (example, neuron) pairs), const (G, K), the
@@ -432,7 +423,7 @@ def backward_bound(net: Network, a: Tensor, const: Tensor, stop: int, relaxation
             if op.bias is not None:
                 const = const + _dot(a, op.bias).view(groups, k)
             a = op.adjoint(a, net.shapes[i])
-    return _concretize(a, const, lower, upper)
+    return _concretize(a, const, (upper + lower) / 2, (upper - lower) / 2)
 
 
 def _chunks(count: int, rows_per_group: int, largest: int) -> list[slice]:
@@ -684,9 +675,9 @@ def crown_ibp_bounds(model: nn.Module, x: Tensor, y: Tensor, eps: float, beta: f
     lower, upper = input_box(x, eps)
     spec = margin_spec(y, net.shapes[-1][0], x.dtype)
     start = net.last_relu + 1
-    low, high, pre = interval(net, lower, upper, start)
+    mid, rad, pre = interval(net, lower, upper, start)
     a, const = _fold(net, spec, start)
-    ibp_lower = _concretize(a, const, low, high)
+    ibp_lower = _concretize(a, const, mid, rad)
     if beta < 1e-5:
         return ibp_lower
     relax = {i: relaxation(_flat(lo), _flat(hi), parallel=False) for i, (lo, hi) in pre.items()}
