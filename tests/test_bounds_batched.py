@@ -60,6 +60,16 @@ def test_a_batch_bounds_each_example_as_alone(net, method):
     assert torch.allclose(batched, alone, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("method", ["crown-ibp", "crown", "sym"])
+def test_chunks_of_examples_and_of_rows_give_the_same_bounds(method, monkeypatch):
+    model, x, y = _inputs("odd-conv", 7)
+    with torch.no_grad():
+        whole = bounds.margin_bounds(model, x, y, 0.1, method)
+        monkeypatch.setattr(bounds, "ROW_BUDGET", 50)  # one example per chunk, a few rows per chunk
+        chunked = bounds.margin_bounds(model, x, y, 0.1, method)
+    assert torch.allclose(chunked, whole, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("net", ["conv", "masked-conv", "odd-conv"])
 @pytest.mark.parametrize("parallel", [False, True])
 def test_windows_and_small_chunks_give_the_whole_tensors_bounds(net, parallel, monkeypatch):
