@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmark.core.errors import UserError
-from benchmark.spec import GridSpec, RunOptions, add_arguments, spec_from
+from benchmark.spec import GridSpec, RunOptions, add_arguments, option_fields, spec_from
 
 LISTS = ("all", "methods", "datasets", "archs", "objectives", "presets", "evaluators", "settings")
 
@@ -85,8 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def options_of(args: argparse.Namespace) -> tuple[GridSpec, RunOptions]:
     """The YAML file's options and settings, then the flags, then `--set`: later wins."""
     options: dict[str, Any] = read_config(args.config) if getattr(args, "config", None) else {}
-    for name in ("methods", "data", "arch", "objective", "pretrain_objective", "sparsity", "seeds", "scope",
-                 "preset", "eval", "out", "data_dir", "download", "device", "workers", "quiet", "dry_run"):
+    for name in [*option_fields(GridSpec), *option_fields(RunOptions)]:
         if getattr(args, name, None) is not None:
             options[name] = getattr(args, name)
     return spec_from({**options, **parse_settings(args.settings)}, "options")
