@@ -66,7 +66,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str,
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """AutoAttack logs its own checks as warnings; rpbench runs and records its own (attacks/checks.py)."""
+    """AutoAttack logs its own checks as warnings; rpbench runs and records its own (benchmark/evaluation/checks.py)."""
     logger = logging.getLogger("auto-attack")
     level = logger.level
     logger.setLevel(logging.ERROR)
