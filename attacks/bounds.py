@@ -21,7 +21,8 @@ How it is fast:
 
 - IBP computes each ReLU's input bounds once and shares them and the folded specification with CROWN-IBP;
 - the backward pass keeps its rows channels-last (the CPU's conv-transposes run about 2x faster on them) and
-  relaxes a ReLU with one multiply by its 0/1 activity plus a sparse correction on the unstable neurons only;
+  relaxes a ReLU with one multiply by its 0/1 activity plus a sparse correction on the unstable neurons only
+  (CROWN), or with one multiply by its slopes (symbolic intervals, whose relaxation ignores a's sign);
 - the certifiers batch across examples without padding: one backward pass per (example, neuron) row, in
   chunks of a fixed memory budget, and a row that starts at a convolution's output is carried as the window
   of the tensor it can reach (its receptive field), not as the whole tensor.
