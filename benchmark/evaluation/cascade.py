@@ -40,7 +40,7 @@ from benchmark.evaluation.evaluators import Outcome, describe, get_evaluator, ru
 
 @dataclass
 class Evaluation:
-    """What an evaluation measured. metrics: long form (`results.record.Metric`), the cascade's accuracies first
+    """What an evaluation measured. metrics: long form (`benchmark.core.metrics.Metric`), the cascade's accuracies first
     (cumulative per attack, in order, the worst case last), then the certifiers'; seconds and attacked: each
     evaluator's and check's wall time when it was computed, and how many examples it attacked; eps_sweep: PGD
     robust accuracy at multiples of the evaluation eps; checks: the self-checks (benchmark/evaluation/checks.py)."""
