@@ -26,6 +26,7 @@ from benchmark.training.objectives import OBJECTIVES
 from methods import METHODS, build_pruner
 
 DENSE = "dense"
+FULL_TRAIN_STEPS = 10  # the dataset's training step (eps/4) is for attacks this long: 2.5 eps of travel
 
 
 @dataclass
@@ -53,7 +54,10 @@ def resolve(spec: GridSpec) -> Grid:
     for name in methods:  # a pruner checks its own settings when built: fail now, not cell by cell
         for sparsity in sparsities:
             build_pruner(name, base.replace(method=name, sparsity=sparsity))
-    return Grid(base, methods, sparsities, list(spec.seeds), cells_of(base, methods, sparsities, spec.seeds))
+    cells = cells_of(base, methods, sparsities, spec.seeds)
+    if spec.budget == "equal-passes":
+        cells = equal_passes(cells)
+    return Grid(base, methods, sparsities, list(spec.seeds), cells)
 
 
 def cells_of(base: RunConfig, methods: list[str], sparsities: list[float], seeds: list[int]) -> list[RunConfig]:
@@ -64,6 +68,43 @@ def cells_of(base: RunConfig, methods: list[str], sparsities: list[float], seeds
         cells.append(base.replace(method=DENSE, sparsity=0.0, seed=seed))
         cells += [base.replace(method=m, sparsity=s, seed=seed) for m in methods for s in sparsities]
     return cells
+
+
+def planned_epochs(cfg: RunConfig) -> int:
+    """The epochs a cell trains beyond the shared pretraining: its pruner's phases, then the finetune."""
+    if cfg.method == DENSE:
+        return 0
+    return sum(phase.settings.epochs for phase in build_pruner(cfg.method, cfg).phases()) + cfg.finetune.epochs
+
+
+def equal_passes(cells: list[RunConfig]) -> list[RunConfig]:
+    """Every method's training raised to the epochs of the costliest method at the same sparsity and seed.
+
+    All of a grid's methods train with the same objective, batch size and examples, so an epoch costs the same
+    forward and backward passes in each, and equal epochs are equal passes. A method's extra epochs are spread
+    over its own phases and the finetune in proportion to their preset lengths (HYDRA's prune and finetune
+    grow alike); one without phases of its own (LWM, random) gets them all in the finetune. The cells are
+    marked `budget="equal-passes"`, a view of its own in the store and the report (the dense model included,
+    whose pretraining stays shared).
+    """
+    target: dict[tuple[float, int], int] = {}
+    for cfg in cells:
+        target[cfg.sparsity, cfg.seed] = max(target.get((cfg.sparsity, cfg.seed), 0), planned_epochs(cfg))
+    return [_raised_to(cfg.replace(budget="equal-passes"), target[cfg.sparsity, cfg.seed]) for cfg in cells]
+
+
+def _raised_to(cfg: RunConfig, epochs: int) -> RunConfig:
+    planned = planned_epochs(cfg)
+    if cfg.method == DENSE or planned >= epochs:
+        return cfg
+    group = METHODS.get(cfg.method).settings_group
+    phases = len(build_pruner(cfg.method, cfg).phases())
+    if group is not None and phases:
+        own = cfg.settings_of(group.name).epochs
+        raised = max(own, round(own * epochs / planned))
+        cfg = cfg.with_settings(group.name, epochs=raised)
+        epochs -= phases * raised
+    return cfg.replace(finetune=dataclasses.replace(cfg.finetune, epochs=max(epochs, 0)))
 
 
 def base_config(spec: GridSpec) -> RunConfig:
@@ -99,7 +140,9 @@ def base_config(spec: GridSpec) -> RunConfig:
 
 def resolve_attacks(cfg: RunConfig, info: DatasetInfo, bound_based: bool) -> RunConfig:
     """Fill the dataset's l-inf eps (its verification eps under a bound-based objective) where the config
-    leaves it open. Training steps default to the dataset's step (scaled with eps); evaluation steps to
+    leaves it open. Training steps default to the dataset's step (eps/4, scaled with eps), made longer where
+    the attack has fewer than 10 steps so that it still travels 2.5 eps, as HYDRA's 10 x 2/255 at 8/255 does (a
+    short attack that cannot cross the ball invites gradient masking); evaluation steps default to
     2.5 eps / steps."""
     eps = info.verify_eps if bound_based else info.eps
     train = cfg.train_attack
@@ -107,7 +150,8 @@ def resolve_attacks(cfg: RunConfig, info: DatasetInfo, bound_based: bool) -> Run
         raise UserError("train_attack is l-inf with the objective's own loss; norm, loss and targeted are "
                         "eval_attack settings")
     train_eps = train.eps if train.eps is not None else eps
-    train_step = train.step_size or info.step_size * train_eps / info.eps
+    lengthen = max(1.0, FULL_TRAIN_STEPS / max(train.steps, 1))
+    train_step = train.step_size or info.step_size * train_eps / info.eps * lengthen
     train = dataclasses.replace(train, eps=train_eps, step_size=train_step)
     ev = cfg.eval_attack
     if ev.eps is None and ev.norm != "linf":

@@ -169,7 +169,8 @@ def run_cell(cfg: RunConfig, env: Environment) -> RunRecord:
     evaluation = evaluate_on_test(model, cfg, env, progress, folder / "eval")
     cost = {**trained["cost"], "eval_seconds": evaluation.total_seconds}
     return record_for(cfg, env, status="failed" if evaluation.failure else "done", evaluation=evaluation,
-                      cost=cost, sparsity_actual=trained["sparsity_actual"], error=evaluation.failure)
+                      cost=cost, sparsity_actual=trained["sparsity_actual"], error=evaluation.failure,
+                      kept_per_layer=trained.get("kept_per_layer"))  # absent in a run trained before it was kept
 
 
 def _train(cfg: RunConfig, env: Environment, folder: Path, progress: Progress) -> None:
@@ -187,7 +188,8 @@ def _train(cfg: RunConfig, env: Environment, folder: Path, progress: Progress) -
         mask.save(folder / "mask.pt")
     atomic_save(export_state(model, mask), folder / "model.pt")
     cost["train_seconds"] = time.perf_counter() - started
-    atomic_save({"cost": cost, "sparsity_actual": mask.sparsity()}, folder / "trained.pt")
+    atomic_save({"cost": cost, "sparsity_actual": mask.sparsity(), "kept_per_layer": mask.kept_per_layer()},
+                folder / "trained.pt")
     for stale in folder.glob("*.ckpt.pt"):
         stale.unlink()
 
@@ -278,11 +280,12 @@ def export_state(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
 
 def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Evaluation | None = None,
                cost: dict[str, Any] | None = None, sparsity_actual: float | None = None,
-               error: str | None = None) -> RunRecord:
+               error: str | None = None, kept_per_layer: dict[str, list[int]] | None = None) -> RunRecord:
     return RunRecord(
         key=cfg.key(), dataset=cfg.dataset, arch=cfg.arch, objective=cfg.objective,
         pretrain_objective=cfg.effective_pretrain_objective, method=cfg.method, scope=cfg.scope,
-        sparsity=cfg.sparsity, sparsity_actual=sparsity_actual, seed=cfg.seed, preset=cfg.preset,
+        sparsity=cfg.sparsity, sparsity_actual=sparsity_actual, kept_per_layer=kept_per_layer, seed=cfg.seed,
+        preset=cfg.preset, budget=cfg.budget,
         metrics=evaluation.metrics if evaluation else [], cost=cost,
         eval_desc=evaluation.description if evaluation else None,
         evaluation=evaluation.summary() if evaluation else None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.core.config import setting
+from benchmark.core.config import BUDGETS, setting
 from benchmark.core.overrides import check_value, flatten, from_text
 
 
@@ -33,6 +33,9 @@ class GridSpec:
     scope: str = setting("layer", choices=("layer", "global"),
                          help="the same sparsity per layer, or one global threshold")
     preset: str = setting("quick", help="budgets: smoke | quick | paper")
+    budget: str = setting("preset", choices=BUDGETS,
+                          help="preset: the preset's epochs for every method; equal-passes: every method's training "
+                               "raised to the forward/backward passes of the costliest method at that sparsity")
     eval: list[str] | None = setting(None, help="evaluators in cascade order, also torchattacks:<Attack> "
                                                 "(default: the preset's, e.g. clean pgd autoattack)")
     settings: dict[str, Any] = field(default_factory=dict)  # dotted name -> value, later entries win

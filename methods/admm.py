@@ -3,7 +3,12 @@
 From the pretrained model, an ADMM phase trains the weights W under the robust objective plus
 rho/2 * sum ||W - Z + U||^2, where Z is the projection of W onto the sparsity set (top-k magnitude per layer,
 or global) and U the scaled dual variable. Every `admm.interval` epochs: Z <- proj(W + U), U <- U + W - Z,
-rho <- admm.rho_growth * rho. Then a hard prune to the support of Z, and the shared finetune.
+rho <- admm.rho_growth * rho. Then the hard prune, and the shared finetune.
+
+The hard prune keeps the largest trained weights |W| (Ye et al.'s rule: the ADMM phase has pulled W onto the
+sparsity set, and the mask is read off W itself). `admm.final_mask=z` keeps the support of the last Z instead,
+the rule rpbench used before: Z = proj(W + U) is taken after a dual update past the last epoch, and with U
+grown large on the pruned weights it can differ from W's own magnitude mask by most of its support.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmark.core.config import SettingsGroup, TrainSettings, setting
-from benchmark.core.mask import Mask, prunable_weights, topk_mask
+from benchmark.core.mask import Mask, magnitude_mask, prunable_weights, topk_mask
 from benchmark.core.presets import PresetContext
 from benchmark.training.loop import Phase
 from methods.base import Pruner, Taxonomy, register_method
@@ -28,6 +33,8 @@ class AdmmSettings(TrainSettings):
     rho: float = setting(1e-3, minimum=0.0, help="initial penalty weight (Ye et al.: 1e-3)")
     rho_growth: float = setting(1.3, minimum=1.0, help="rho is multiplied by this at every Z/U update")
     interval: int = setting(1, minimum=1, help="epochs between Z/U/rho updates")
+    final_mask: str = setting("w", choices=("w", "z"), introduced="z",
+                              help="hard prune by the trained |W| (Ye et al.) or by the last Z's support")
 
 
 def admm_budget(ctx: PresetContext) -> dict[str, Any]:
@@ -63,7 +70,7 @@ class Admm(Pruner):
 
     def prepare(self, model: nn.Module, phase: Phase) -> None:
         weights = {n: w.detach().clone() for n, w in prunable_weights(model).items()}
-        self.keep, self.z = project(weights, self.sparsity, self.scope)
+        self.z_support, self.z = project(weights, self.sparsity, self.scope)
         self.u = {n: torch.zeros_like(w) for n, w in weights.items()}
         self.rho = self.settings.rho
 
@@ -79,15 +86,18 @@ class Admm(Pruner):
     def update(self, model: nn.Module) -> None:
         """One ADMM dual step: Z <- proj(W + U), U <- U + W - Z, rho <- growth * rho."""
         weights = {n: w.detach() for n, w in prunable_weights(model).items()}
-        self.keep, self.z = project({n: w + self.u[n] for n, w in weights.items()}, self.sparsity, self.scope)
+        self.z_support, self.z = project({n: w + self.u[n] for n, w in weights.items()}, self.sparsity, self.scope)
         self.u = {n: self.u[n] + w - self.z[n] for n, w in weights.items()}
         self.rho *= self.settings.rho_growth
 
     def mask(self, model: nn.Module) -> Mask:
-        return self.keep
+        if self.settings.final_mask == "z":
+            return self.z_support
+        return magnitude_mask(model, self.sparsity, self.scope)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rho": self.rho, "z": self.z, "u": self.u, "keep": dict(self.keep)}
+        return {"rho": self.rho, "z": self.z, "u": self.u, "z_support": dict(self.z_support)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rho, self.z, self.u, self.keep = state["rho"], state["z"], state["u"], Mask(state["keep"])
+        self.rho, self.z, self.u = state["rho"], state["z"], state["u"]
+        self.z_support = Mask(state["z_support"])

@@ -33,6 +33,7 @@ COLUMNS = [
     "sparsity_actual",
     "seed",
     "preset",
+    "budget",
     "clean_acc",
     "pgd_acc",
     "robust_acc",
@@ -117,5 +118,6 @@ def table_groups(frame: pd.DataFrame) -> Iterator[tuple[TableKey, pd.DataFrame]]
     other_pretrain = frame["pretrain_objective"].notna() & (frame["pretrain_objective"] != frame["objective"])
     keys.loc[other_pretrain, "objective"] = (keys["objective"] + " on " + frame["pretrain_objective"].astype(str)
                                              + "-pretrained")
+    keys.loc[frame["budget"] == "equal-passes", "objective"] += ", equal passes"  # the equal-compute view
     for key, group in frame.groupby([keys[c] for c in KEY_COLUMNS], sort=True):
         yield tuple(key), group  # type: ignore[misc]

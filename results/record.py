@@ -21,7 +21,9 @@ class RunRecord:
 
     sparsity is the target, sparsity_actual the measured one; cost holds what each phase spent (see
     `results.cost`); evaluation the wall times, attacked-example counts and eps sweep of the evaluation;
-    checks the self-checks, one dict per check; eval_key the key of the evaluation settings; key_version the
+    checks the self-checks, one dict per check; kept_per_layer the weights each prunable layer kept (a layer
+    that keeps a handful is a bottleneck the overall sparsity hides); eval_key the key of the evaluation
+    settings; key_version the
     key rule (`benchmark.core.config.KEY_VERSION`) its keys were made under. Fields typed as a list or dict are
     stored as JSON.
     """
@@ -37,6 +39,7 @@ class RunRecord:
     sparsity_actual: float | None = None
     seed: int | None = None
     preset: str | None = None
+    budget: str | None = None  # "preset" or "equal-passes" (see RunConfig.budget; None: before schema 4)
     metrics: list[Metric] = field(default_factory=list)
     cost: dict[str, Any] | None = None
     versions: dict[str, str] | None = None
@@ -49,6 +52,7 @@ class RunRecord:
     checks: list[dict[str, Any]] | None = None
     eval_key: str | None = None
     key_version: int | None = None  # the key rule its keys were made under (None: version 1, before it was kept)
+    kept_per_layer: dict[str, list[int]] | None = None  # prunable weight -> [kept, total] (None: before schema 4)
 
     def value(self, evaluator: str, kind: str = "acc", *, eps_multiple: float | None = None,
               radius: float | None = None) -> float | None:

@@ -13,9 +13,11 @@ from results import certified_tables as certified
 from results import plots
 from results.cost import cost_caption, cost_table
 from results.frame import TableKey, metric_catalogue, records_frame, table_groups
+from results.layer_tables import kept_caption, kept_table
 from results.record import RunRecord
 from results.render import render_latex, render_markdown
 from results.report_format import pruned_runs
+from results.significance import paired_differences, significance_caption
 from results.tables import comparison_table, failure_lines, robust_description, table_caption
 
 CERT_RADIUS = 0.435  # the l2 radius read as HYDRA's vra-s (see ../shared/reference/hydra_protocol.md)
@@ -62,6 +64,9 @@ def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, record
         markdown += "\n\n" + render_markdown(key, part, caption, heading=f"#### {heading}:")
         _write_text(file(f"_{suffix}.csv"), part.to_csv())
 
+    paired = paired_differences(group)
+    if len(paired):
+        section("paired differences", "paired", paired, significance_caption())
     cascade = attacks.attack_columns(catalogue)
     attack_table = attacks.attack_table(group, cascade)
     if len(attack_table) and cascade:
@@ -83,6 +88,9 @@ def _write_table_files(key: TableKey, group: pd.DataFrame, out_dir: Path, record
     flags = attacks.flag_lines(group, records)
     if flags:
         markdown += "\n\nSelf-checks that fired:\n" + "\n".join(flags)
+    kept = kept_table(group, records)
+    if len(kept):
+        section("weights kept per layer", "kept", kept, kept_caption())
     costs = cost_table(group)
     if not costs.empty:
         markdown += "\n\n" + render_markdown(key, costs, cost_caption(group), heading="#### cost:")

@@ -4,8 +4,9 @@ The columns are the fields of `RunRecord`; those typed as a list or dict hold JS
 never rounded strings. An older store is migrated in place when it is opened, in one transaction, keeping
 every row: version 2 added the evaluation's columns, version 3 turned each row's metrics from a dict of
 composed names into long form (`results.legacy`) and added the key version of each run (rows from before
-it are under key version 1). Runs under an older key version are never looked up by a current key: `older`
-counts them, so the command line can say so, and the report leaves them out.
+it are under key version 1), version 4 added the budget view and the weights each layer kept. Runs under an
+older key version are never looked up by a current key: `older` counts them, so the command line can say so,
+and the report leaves them out.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from results.legacy import migrate_row
 from results.record import RunRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SQL_TYPES = {str: "TEXT", float: "REAL", int: "INTEGER", list: "JSON", dict: "JSON"}
 
 
@@ -37,7 +38,8 @@ _HINTS = typing.get_type_hints(RunRecord)
 COLUMNS = {f.name: _sql_type(_HINTS[f.name]) for f in dataclasses.fields(RunRecord)}
 COLUMNS["key"] += " PRIMARY KEY"
 JSON_COLUMNS = [name for name, kind in COLUMNS.items() if kind == "JSON"]
-ADDED_IN = {2: ("evaluation", "checks", "eval_key"), 3: ("key_version",)}  # the columns a version added
+# the columns a version added
+ADDED_IN = {2: ("evaluation", "checks", "eval_key"), 3: ("key_version",), 4: ("budget", "kept_per_layer")}
 
 
 class Store:
@@ -118,4 +120,5 @@ def _long_form_metrics(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: lambda db: _add_columns(2, db),
-                                                                3: _long_form_metrics}
+                                                                3: _long_form_metrics,
+                                                                4: lambda db: _add_columns(4, db)}

@@ -7,7 +7,7 @@ import torch
 
 from benchmark import runner
 from benchmark.core.data import make_loader
-from benchmark.core.mask import kept_count, prunable_weights
+from benchmark.core.mask import kept_count, magnitude_mask, prunable_weights
 from benchmark.training.loop import Phase
 from benchmark.training.objectives import build_objective
 from methods import build_pruner
@@ -37,7 +37,7 @@ def test_z_stays_on_the_sparsity_set_and_u_follows_the_formula(tiny_model, scope
         pruner.update(tiny_model)
         assert z_on_sparsity_set(pruner, scope)
         for name, w in weights.items():
-            assert torch.equal(pruner.z[name], (w + u_before[name]) * pruner.keep[name])
+            assert torch.equal(pruner.z[name], (w + u_before[name]) * pruner.z_support[name])
             assert torch.allclose(pruner.u[name], u_before[name] + w - pruner.z[name])
         assert pruner.rho == pytest.approx(rho_before * pruner.settings.rho_growth)
 
@@ -76,3 +76,25 @@ def test_w_approaches_z_over_the_admm_phase(trained_digits_model):
         pruner.update(tiny_model)
         distances.append(distance())
     assert distances[-1] < 0.5 * distances[0], distances
+
+
+@pytest.mark.parametrize("scope", ["layer", "global"])
+def test_final_mask_is_the_magnitude_mask_of_the_trained_weights(tiny_model, scope):
+    """Ye et al. hard-prune W by its own magnitude: with W held fixed through dual updates that move Z and U,
+    the final mask is still exactly W's magnitude mask; `final_mask=z` keeps the last Z's support instead."""
+    cfg = smoke_config(scope=scope).replace(method="admm", sparsity=0.9)
+    pruner = build_pruner("admm", cfg)
+    pruner.prepare(tiny_model, Phase("admm", pruner.settings))
+    with torch.no_grad():
+        for w in prunable_weights(tiny_model).values():
+            w.add_(0.05 * torch.randn_like(w))
+    for _ in range(2):
+        pruner.update(tiny_model)  # W fixed: U grows by W - Z, so Z = proj(W + U) drifts from W's own top-k
+    expected = magnitude_mask(tiny_model, 0.9, scope)
+    final = pruner.mask(tiny_model)
+    assert set(final) == set(expected)
+    assert all(torch.equal(final[n], expected[n]) for n in expected)
+    assert any(not torch.equal(pruner.z_support[n], expected[n]) for n in expected)  # the two rules differ here
+    z_rule = build_pruner("admm", cfg.with_settings("admm", final_mask="z"))
+    z_rule.load_state_dict(pruner.state_dict())
+    assert all(torch.equal(z_rule.mask(tiny_model)[n], pruner.z_support[n]) for n in expected)

@@ -33,6 +33,15 @@ def test_every_preset_resolves_for_every_dataset(preset, dataset):
     assert cfg.arch in ARCHS and cfg.train_attack.eps == info.eps and cfg.eval_attack.eps == info.eps
     assert cfg.eval_attack.steps > cfg.train_attack.steps  # evaluation is stronger than training
     assert cfg.pretrain.epochs > 0
+    travel = cfg.train_attack.steps * cfg.train_attack.step_size
+    assert travel >= 2 * cfg.train_attack.eps  # a training attack short enough to mask gradients is refused
+
+
+@pytest.mark.parametrize(("steps", "step_size"), [(10, 0.025), (20, 0.025), (5, 0.05), (2, 0.125)])
+def test_short_training_attacks_take_longer_steps(steps, step_size):
+    """The dataset's step (eps/4) at 10 steps or more; below, the step that still travels 2.5 eps."""
+    cfg = resolved({"data": "fashion-mnist", "train_attack.steps": steps})
+    assert cfg.train_attack.step_size == pytest.approx(step_size)
 
 
 def test_paper_preset_is_hydras_protocol():

@@ -70,6 +70,21 @@ def test_pretrained_model_is_shared_and_a_second_invocation_does_no_work(env, mo
     assert [r.metrics for r in again] == [r.metrics for r in records]
 
 
+def test_records_and_the_report_give_the_weights_each_layer_kept(env, tmp_path):
+    from results.report import write_report
+
+    records = runner.run_grid(grid(methods=("lwm",), sparsities=(0.99,)), env, Store(env.out / "runs.db"))
+    dense, lwm = records
+    mask = safe_load(runner.run_dir(env, cells_of(smoke_config(), ["lwm"], [0.99], [0])[1]) / "mask.pt")
+    assert lwm.kept_per_layer == {n: [int(m.sum()), m.numel()] for n, m in mask.items()}
+    assert all(kept == total for kept, total in dense.kept_per_layer.values())
+    first, (kept, total) = next(iter(lwm.kept_per_layer.items()))
+    assert 0 < kept < total
+    text = write_report(records, tmp_path / "report")
+    assert "weights kept per layer" in text
+    assert f"| lwm 99% | {kept:,} |" in text and f"{first.removesuffix('.weight')} ({total:,})" in text
+
+
 def test_a_killed_run_resumes_from_its_last_epoch_and_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
     cfg = smoke_config().replace(method="hydra", sparsity=0.9)
     cfg = dataclasses.replace(cfg, finetune=dataclasses.replace(cfg.finetune, epochs=3))

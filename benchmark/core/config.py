@@ -29,6 +29,7 @@ from benchmark.core.registry import Registry
 KEY_VERSION = 2  # 1: hashed non-default fields only (before the plug-in settings groups); 2: this rule
 BASELINE_FILE = Path(__file__).with_name("key_baseline.json")
 ROLES = ("method", "objective", "evaluator")
+BUDGETS = ("preset", "equal-passes")  # see RunConfig.budget and benchmark.grid.equal_passes
 
 
 def setting(default: Any = dataclasses.MISSING, *, help: str = "", minimum: float | None = None,
@@ -146,6 +147,9 @@ class RunConfig:
     scope: str = "layer"
     seed: int = 0
     preset: str = "quick"
+    budget: str = setting("preset", choices=BUDGETS, introduced="preset",
+                          help="preset: every method its preset epochs; equal-passes: each method's training "
+                               "raised to the passes of the costliest method at its sparsity")
     pretrain: TrainSettings = field(default_factory=TrainSettings)
     finetune: TrainSettings = field(default_factory=TrainSettings)
     train_attack: AttackSettings = field(default_factory=AttackSettings)
@@ -186,7 +190,7 @@ class RunConfig:
     def key(self) -> str:
         """The trained model's key: everything training depends on, evaluation left out (a new evaluator or
         attack strength re-evaluates, it does not retrain)."""
-        values = key_values(self, ("dataset", "arch", "objective", "method", "sparsity", "scope", "seed",
+        values = key_values(self, ("dataset", "arch", "objective", "method", "sparsity", "scope", "seed", "budget",
                                    "pretrain", "finetune", "train_attack", "train_examples"))
         values["pretrain_objective"] = self.effective_pretrain_objective
         values["groups"] = self._group_values(lambda g: g.role in ("method", "objective"))

@@ -86,6 +86,10 @@ class Mask(Mapping[str, Tensor]):
     def sparsity(self) -> float:
         return 1.0 - self.kept / self.total
 
+    def kept_per_layer(self) -> dict[str, list[int]]:
+        """Parameter name -> [kept, total] weights."""
+        return {n: [int(t.sum()), t.numel()] for n, t in self._tensors.items()}
+
     @torch.no_grad()
     def apply_(self, model: nn.Module) -> None:
         """Zero every masked weight in place (called after every optimizer step)."""

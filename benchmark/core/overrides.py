@@ -20,7 +20,7 @@ from benchmark.core.errors import UserError
 
 GRID_OPTIONS = {"dataset": "--data", "arch": "--arch", "objective": "--objective",
                 "pretrain_objective": "--pretrain-objective", "method": "--methods", "sparsity": "--sparsity",
-                "scope": "--scope", "seed": "--seeds", "preset": "--preset"}
+                "scope": "--scope", "seed": "--seeds", "preset": "--preset", "budget": "--budget"}
 
 _TOP_LEVEL = {f.name for f in dataclasses.fields(RunConfig)} - set(GRID_OPTIONS) - set(_NESTED) - {"groups"}
 
