@@ -40,9 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint rpbench did not train, into the same store and tables",
                         description="Evaluate a state_dict that fits a registered architecture (strict loading, "
-                                    "weights_only): rpbench's export, or a plain torchvision-style state_dict.")
+                                    "weights_only): rpbench's export, torchvision's, kuangliu/RobustBench "
+                                    "ResNet-18, PreAct ResNet-18 and WideResNets, HYDRA's subnet checkpoints.")
     ev.add_argument("--checkpoint", type=Path, required=True, help="the state_dict file")
     ev.add_argument("--name", help="the row label in tables (default: the file name without its suffix)")
+    ev.add_argument("--normalize", metavar="dataset|none|MEAN,STD",
+                    help="the model's input normalization: dataset (its mean/std), none, or MEAN,STD (two numbers "
+                         "for every channel, or the C means then the C stds) (default: what the checkpoint's "
+                         "layout implies: its own buffers, none for kuangliu/RobustBench and HYDRA, else the "
+                         "dataset's)")
+    ev.add_argument("--hydra-k", type=float, metavar="K",
+                    help="a HYDRA subnet checkpoint's kept fraction (HYDRA's --k; 0.01 is 99%% sparsity): the "
+                         "weights are masked by the top-K |popup_scores| of each layer")
     add_arguments(ev, GridSpec, only=("data", "arch", "preset", "eval"))
     _add_settings_options(ev, config=False)
     add_arguments(ev, RunOptions, only=("out", "data_dir", "download", "device", "quiet"))
@@ -201,7 +210,7 @@ def report_of_run(records: list[Any], out_dir: Path) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from benchmark import runner
-    from benchmark.external import evaluate_checkpoint
+    from benchmark.external import evaluate_checkpoint, requested_normalization
     from benchmark.grid import resolve
     from results.report import write_report
     from results.store import Store
@@ -212,11 +221,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UserError("eval needs --data and --arch (the architecture the checkpoint fits)")
     spec, opts = options_of(args)
     grid = resolve(dataclasses.replace(spec, methods=[]))
+    normalization = requested_normalization(args.normalize, grid.base.dataset)
     env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
                              download=opts.download, quiet=opts.quiet)
     runner.check_inputs(grid.base, env)
     store = Store(opts.out / "runs.db")
-    record = evaluate_checkpoint(args.checkpoint, grid.base, env, args.name or args.checkpoint.stem)
+    record = evaluate_checkpoint(args.checkpoint, grid.base, env, args.name or args.checkpoint.stem,
+                                 normalization, args.hydra_k)
     store.put(record)
     same_table = [r for r in current_runs(store) if (r.dataset, r.arch, r.objective) ==
                   (record.dataset, record.arch, record.objective)]

@@ -11,7 +11,8 @@ from benchmark.core.models import ARCHS, ArchInfo, Normalize, build_model, pruna
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
-EXPECTED_ARCHS = {"mlp", "cnn-small", "cnn-large", "vgg16_bn", "wrn-28-4", "resnet18", "resnet50"}
+EXPECTED_ARCHS = {"mlp", "cnn-small", "cnn-large", "vgg16_bn", "wrn-28-4", "wrn-28-10", "wrn-34-10", "resnet18",
+                  "preact-resnet18", "resnet50"}
 FLAT_ARCHS = ("mlp", "cnn-small", "cnn-large")
 
 
@@ -93,6 +94,11 @@ def test_prunable_count_vgg16_bn() -> None:
 
 def test_prunable_count_wrn_28_4() -> None:
     assert prunable_weight_count(_build("wrn-28-4")) == 5_841_840
+
+
+def test_wrn_28_10_has_the_published_size() -> None:
+    # HYDRA's WRN-28-10 without its unused sub_block1 (hydra_protocol.md, section 4)
+    assert sum(p.numel() for p in _build("wrn-28-10").parameters()) == 36_479_194
 
 
 def test_prunable_count_small() -> None:

@@ -115,16 +115,17 @@ def topk_mask(scores: Mapping[str, Tensor], sparsity: float, scope: str) -> Mask
     """
     check_sparsity(sparsity)
     if scope == "layer":
-        return Mask({n: _keep_top(s.flatten(), kept_count(s.numel(), sparsity)).view_as(s) for n, s in scores.items()})
+        return Mask({n: keep_top(s.flatten(), kept_count(s.numel(), sparsity)).view_as(s) for n, s in scores.items()})
     if scope == "global":
         flat = torch.cat([s.detach().flatten() for s in scores.values()])
-        keep = _keep_top(flat, kept_count(flat.numel(), sparsity))
+        keep = keep_top(flat, kept_count(flat.numel(), sparsity))
         parts = keep.split([s.numel() for s in scores.values()])
         return Mask({n: p.view_as(s) for (n, s), p in zip(scores.items(), parts, strict=True)})
     raise UserError(f"unknown scope {scope!r}; valid: {', '.join(SCOPES)}")
 
 
-def _keep_top(flat: Tensor, k: int) -> Tensor:
+def keep_top(flat: Tensor, k: int) -> Tensor:
+    """A bool tensor of flat's shape, True at its k largest entries."""
     keep = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
         keep[torch.topk(flat.detach(), k, sorted=False).indices] = True

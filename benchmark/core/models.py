@@ -255,6 +255,16 @@ def _build_wrn_28_4(in_ch: int, size: int, num_classes: int) -> nn.Module:
     return WideResNet(in_ch, num_classes, depth=28, widen=4)
 
 
+@_arch("wrn-28-10", "pre-activation WideResNet-28-10 (TRADES/RobustBench; HYDRA's published model)", (32,))
+def _build_wrn_28_10(in_ch: int, size: int, num_classes: int) -> nn.Module:
+    return WideResNet(in_ch, num_classes, depth=28, widen=10)
+
+
+@_arch("wrn-34-10", "pre-activation WideResNet-34-10 (TRADES/RobustBench)", (32,))
+def _build_wrn_34_10(in_ch: int, size: int, num_classes: int) -> nn.Module:
+    return WideResNet(in_ch, num_classes, depth=34, widen=10)
+
+
 # --- ResNet-18 (CIFAR) -------------------------------------------------------------------------------------
 
 
@@ -308,6 +318,60 @@ class CifarResNet(nn.Module):
 @_arch("resnet18", "CIFAR-style ResNet-18 (3x3 stem, no max-pool)", (32,))
 def _build_resnet18(in_ch: int, size: int, num_classes: int) -> nn.Module:
     return CifarResNet(in_ch, num_classes)
+
+
+# --- PreAct ResNet-18 (CIFAR, RobustBench's model zoo) ---------------------------------------------------
+
+
+class PreActBlock(nn.Module):
+    """RobustBench's `PreActBlock`: BN-ReLU-conv-BN-ReLU-conv; the 1x1 projection shortcut (when the shape
+    changes) sees the block's raw input. (kuangliu's block projects the pre-activated input instead: the
+    same state_dict keys, another function, so its checkpoints do not belong to this arch.)"""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_ch)
+        self.relu1 = nn.ReLU(inplace=False)
+        self.conv1 = _conv3x3(in_ch, out_ch, stride)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.relu2 = nn.ReLU(inplace=False)
+        self.conv2 = _conv3x3(out_ch, out_ch)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_ch != out_ch:
+            self.shortcut = nn.Sequential(_conv1x1(in_ch, out_ch, stride))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu2(self.bn2(self.conv1(self.relu1(self.bn1(x))))))
+        return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet for 32x32 inputs: 3x3 stem, no max-pool, no BN before the classifier."""
+
+    def __init__(self, in_ch: int, num_classes: int, blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
+        super().__init__()
+        self.conv1 = _conv3x3(in_ch, 64)
+        ch = 64
+        layers: list[nn.Module] = []
+        for width, stride, count in zip((64, 128, 256, 512), (1, 2, 2, 2), blocks, strict=True):
+            stage = []
+            for i in range(count):
+                stage.append(PreActBlock(ch, width, stride if i == 0 else 1))
+                ch = width
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(ch, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+        return self.fc(self.flatten(self.pool(out)))
+
+
+@_arch("preact-resnet18", "pre-activation ResNet-18 for 32x32 inputs (RobustBench's PreActResNet18)", (32,))
+def _build_preact_resnet18(in_ch: int, size: int, num_classes: int) -> nn.Module:
+    return PreActResNet(in_ch, num_classes)
 
 
 # --- ResNet-50 (ImageNet, torchvision) --------------------------------------------------------------------
