@@ -35,8 +35,8 @@ class GridSpec:
     preset: str = setting("quick", help="budgets: smoke | quick | paper")
     eval: list[str] | None = setting(None, help="evaluators in cascade order, also torchattacks:<Attack> "
                                                 "(default: the preset's, e.g. clean pgd autoattack)")
-    amp: str | None = setting(None, choices=("off", "bf16"), help="training precision: bf16 autocast of training and "
-                                                                  "its attacks; in the run key (default: off)")
+    amp: str | None = setting(None, choices=("fp32", "bf16"), help="training precision: bf16 autocast of training "
+                                                                   "and its attacks; in the run key (default: fp32)")
     settings: dict[str, Any] = field(default_factory=dict)  # dotted name -> value, later entries win
 
 

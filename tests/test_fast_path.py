@@ -18,14 +18,14 @@ from benchmark.training.objectives import build_objective
 from tests.conftest import smoke_config
 
 
-def test_amp_bf16_enters_the_training_keys_and_off_keeps_every_key():
+def test_amp_bf16_enters_the_training_keys_and_fp32_keeps_every_key():
     base = smoke_config().replace(method="hydra", sparsity=0.9)
     amp = smoke_config(amp="bf16").replace(method="hydra", sparsity=0.9)
-    assert amp.amp == "bf16" and base.amp == "off"
+    assert amp.amp == "bf16" and base.amp == "fp32"
     assert amp.key() != base.key() and amp.pretrain_key() != base.pretrain_key()
     assert amp.eval_key() == base.eval_key()  # the evaluation stays fp32
-    off = smoke_config(amp="off").replace(method="hydra", sparsity=0.9)
-    assert (off.key(), off.pretrain_key()) == (base.key(), base.pretrain_key())
+    fp32 = smoke_config(amp="fp32").replace(method="hydra", sparsity=0.9)
+    assert (fp32.key(), fp32.pretrain_key()) == (base.key(), base.pretrain_key())
 
 
 def test_channels_last_and_compile_are_run_options_outside_every_key():
@@ -67,7 +67,7 @@ def test_a_smoke_cell_trains_with_amp_bf16_and_channels_last_on_the_cpu(tmp_path
     env = Environment(out=tmp_path, quiet=True, channels_last=True)
     record = runner.run_cell(cfg, env)
     assert record.status == "done" and record.value("clean") > 0.3
-    fp32 = cfg.replace(amp="off")
+    fp32 = cfg.replace(amp="fp32")
     runner.run_cell(fp32, env)
     amp_state, fp32_state = (safe_load(runner.run_dir(env, c) / "model.pt") for c in (cfg, fp32))
     assert any(not torch.equal(amp_state[k], fp32_state[k]) for k in fp32_state)  # bf16 changes the numbers

@@ -153,7 +153,7 @@ class RunConfig:
     train_examples: int | None = setting(None, minimum=1, help="training examples (default: the whole split)")
     eval_examples: int | None = setting(None, minimum=1, help="evaluation examples (default: the whole split)")
     eval: EvalSettings = field(default_factory=EvalSettings)
-    amp: str = setting("off", choices=("off", "bf16"), introduced="off",
+    amp: str = setting("fp32", choices=("fp32", "bf16"), introduced="fp32",
                        help="training precision: bf16 autocast of every phase's forward passes and training attacks "
                             "(changes the results, so it is in the key; evaluation stays fp32)")
     # settings group name -> its settings dataclass. A resolved config holds every registered group; keys and

@@ -30,12 +30,12 @@ AMP_DTYPES = {"bf16": torch.bfloat16}
 class FastPath:
     """How the loop runs a phase: `amp` is the run's (`RunConfig.amp`), the others the run options'."""
 
-    amp: str = "off"
+    amp: str = "fp32"
     channels_last: bool = False
     compile: bool = False
 
     def autocast(self, device: torch.device) -> AbstractContextManager:
-        """Autocast for the objective's forward passes and attacks (a no-op with amp off)."""
+        """Autocast for the objective's forward passes and attacks (a no-op in fp32)."""
         dtype = AMP_DTYPES.get(self.amp)
         return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
