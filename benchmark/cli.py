@@ -146,28 +146,40 @@ def pick_device(choice: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
     from benchmark.grid import resolve
+    from benchmark.training import distributed
     from results.store import Store
 
     spec, opts = options_of(args)
     grid = resolve(spec)
-    env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
-                             download=opts.download, quiet=opts.quiet, workers=opts.workers)
-    store = Store(opts.out / "runs.db")
-    note_older_runs(store)
-    if opts.dry_run:
-        for cfg in grid.cells:
-            print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
-                  f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
-        return 0
-    if runner.pending(grid.cells, store):  # a finished grid loads no data
-        runner.check_inputs(grid.base, env)
-    records = runner.run_grid(grid.cells, env, store)
-    print(report_of_run(records, opts.out / "report"))
-    failed = sum(r.status != "done" for r in records)
-    if failed:
-        print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
-              file=sys.stderr)
-    return 1 if failed else 0
+    device = pick_device(opts.device)
+    if opts.ddp:
+        device = distributed.init_from_env(device)
+    try:
+        main = distributed.is_main()
+        env = runner.Environment(out=opts.out, device=device, data_dir=opts.data_dir, download=opts.download,
+                                 quiet=opts.quiet or not main, workers=opts.workers,
+                                 channels_last=opts.channels_last, compile=opts.compile)
+        store = Store(opts.out / "runs.db")
+        if main:
+            note_older_runs(store)
+        if opts.dry_run:
+            for cfg in grid.cells if main else []:
+                print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
+                      f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
+            return 0
+        if runner.pending(grid.cells, store):  # a finished grid loads no data
+            runner.check_inputs(grid.base, env)
+        records = runner.run_grid(grid.cells, env, store)
+        if not main:  # rank 0 reports
+            return 0
+        print(report_of_run(records, opts.out / "report"))
+        failed = sum(r.status != "done" for r in records)
+        if failed:
+            print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
+                  file=sys.stderr)
+        return 1 if failed else 0
+    finally:
+        distributed.close()
 
 
 def note_older_runs(store: Any) -> None:

@@ -128,6 +128,8 @@ def base_config(spec: GridSpec) -> RunConfig:
     settings = dict(spec.settings)
     if spec.eval is not None:
         settings["eval.evaluators"] = spec.eval
+    if spec.amp is not None:
+        settings["amp"] = spec.amp
     cfg = apply_settings(cfg, settings, "settings")
     cfg = resolve_attacks(cfg, info, bound_based)
     certify = cfg.settings_of("certify")

@@ -45,9 +45,11 @@ from benchmark.core.models import model_for
 from benchmark.core.progress import Progress
 from benchmark.evaluation.cascade import Evaluation, evaluate_model
 from benchmark.grid import DENSE
+from benchmark.training import distributed
 from benchmark.training import loop as train
+from benchmark.training.fast_path import FastPath
 from benchmark.training.loop import Phase
-from benchmark.training.objectives import build_objective
+from benchmark.training.objectives import OBJECTIVES, build_objective
 from methods import Pruner, build_pruner
 from results.record import RunRecord
 from results.store import Store
@@ -65,6 +67,8 @@ class Environment:
     download: bool = False
     quiet: bool = False
     workers: int = 0  # DataLoader worker processes for datasets that decode or augment per item
+    channels_last: bool = False  # the fast path's speed-only options (benchmark/training/fast_path.py)
+    compile: bool = False
 
 
 def pretrained_dir(env: Environment, cfg: RunConfig) -> Path:
@@ -98,7 +102,12 @@ def data_for(cfg: RunConfig, env: Environment) -> tuple[Dataset, Dataset]:
 def train_loader(cfg: RunConfig, env: Environment, batch_size: int, rng: torch.Generator) -> Iterable[Any]:
     """Shuffled training batches, in an order drawn from rng (saved with every checkpoint)."""
     train_set, _ = data_for(cfg, env)
-    return make_loader(train_set, batch_size, shuffle=True, generator=rng, num_workers=env.workers)
+    return make_loader(train_set, batch_size, shuffle=True, generator=rng, num_workers=env.workers,
+                       shard=distributed.shard())
+
+
+def fast_path(cfg: RunConfig, env: Environment) -> FastPath:
+    return FastPath(cfg.amp, env.channels_last, env.compile)
 
 
 def new_model(cfg: RunConfig) -> nn.Module:
@@ -136,10 +145,12 @@ def ensure_pretrained(cfg: RunConfig, env: Environment, progress: Progress) -> t
     objective = build_objective(cfg.effective_pretrain_objective, cfg, ramped=True)
     phase = Phase("pretrain", cfg.pretrain, objective=objective, params=list(model.parameters()),
                   checkpoint=folder / "pretrain.ckpt.pt", on_epoch_end=keep_rewind_point)
-    cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"))
+    cost = train.run_phase(model, phase, loader, rng, device, progress.for_run(folder / "log.txt", f"seed {cfg.seed}"),
+                           fast_path(cfg, env))
     atomic_save(dataclasses.asdict(cost), folder / "cost.pt")
     atomic_save(model.state_dict(), model_path)
     phase.checkpoint.unlink(missing_ok=True)
+    distributed.barrier()  # under --ddp the other ranks read model.pt next
     return model_path, dataclasses.asdict(cost)
 
 
@@ -191,7 +202,8 @@ def _train(cfg: RunConfig, env: Environment, folder: Path, progress: Progress) -
     atomic_save({"cost": cost, "sparsity_actual": mask.sparsity(), "kept_per_layer": mask.kept_per_layer()},
                 folder / "trained.pt")
     for stale in folder.glob("*.ckpt.pt"):
-        stale.unlink()
+        stale.unlink(missing_ok=True)  # under --ddp every rank removes them
+    distributed.barrier()  # ... and reads trained.pt and model.pt next
 
 
 def evaluate_on_test(model: nn.Module, cfg: RunConfig, env: Environment, progress: Progress,
@@ -217,11 +229,13 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
         costs = [_run_pruner_phase(cfg, env, pruner, phase, model, folder, device, rng, progress)
                  for phase in pruner.phases()]
         mask = pruner.mask(model).to(device)  # a pruner may build it elsewhere (random draws on the CPU)
+        distributed.check_same("the mask", [keep for _, keep in sorted(mask.items())])
         pruner.release(model)
         mask.validate(model)
         mask.apply_(model)
         atomic_save({"model": model.state_dict(), "mask": {n: t.cpu() for n, t in mask.items()}, "cost": costs},
                     done)
+        distributed.barrier()
     state = safe_load(done)
     pruned = new_model(cfg)
     pruned.load_state_dict(state["model"], strict=True)
@@ -246,7 +260,7 @@ def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: P
         regularize=lambda: pruner.regularize(model, phase),
         on_epoch_end=lambda epoch: pruner.on_epoch_end(model, phase, epoch), extra_state=pruner)
     loader = train_loader(cfg, env, phase.settings.batch_size, rng)
-    cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
+    cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress, fast_path(cfg, env)))
     if shared is not None:
         atomic_save({"model": model.state_dict(), "pruner": pruner.state_dict(), "cost": cost}, shared)
     return {"phase": phase.name, **cost}
@@ -267,7 +281,7 @@ def _finetune(cfg: RunConfig, env: Environment, model: nn.Module, mask: Mask, fo
     phase = Phase("finetune", cfg.finetune, objective=build_objective(cfg.objective, cfg),
                   params=list(model.parameters()), checkpoint=folder / "finetune.ckpt.pt", mask=mask)
     loader = train_loader(cfg, env, cfg.finetune.batch_size, rng)
-    return dataclasses.asdict(train.run_phase(model, phase, loader, rng, device, progress))
+    return dataclasses.asdict(train.run_phase(model, phase, loader, rng, device, progress, fast_path(cfg, env)))
 
 
 def export_state(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
@@ -296,10 +310,14 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
 
 
 def execute_cell(cfg: RunConfig, env: Environment) -> RunRecord:
-    """run_cell, with any failure turned into a failed record (the grid goes on); Ctrl-C still stops."""
+    """run_cell, with any failure turned into a failed record (the grid goes on); Ctrl-C still stops.
+    Under --ddp a failure stops the process (torchrun then stops the others): a rank cannot tell whether the
+    others failed too, and one that went on alone would wait for them forever."""
     try:
         return run_cell(cfg, env)
     except Exception as exc:
+        if distributed.active():
+            raise
         log = run_dir(env, cfg) / "log.txt"
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("a") as f:
@@ -336,7 +354,8 @@ def run_grid(cells: list[RunConfig], env: Environment, store: Store,
     progress = Progress(env.quiet)
     progress.say(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
     for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
-        store.put(record)
+        if distributed.is_main():
+            store.put(record)
         verified = record.value(BEST, "verified_acc", eps_multiple=1.0)
         outcome = record.status if record.status != "done" else (
             f"clean {record.value('clean'):.3f} worst-case robust {record.value(WORST):.3f}"
@@ -370,3 +389,8 @@ def check_inputs(cfg: RunConfig, env: Environment) -> None:
     take the input."""
     _splits(cfg.dataset, env.data_dir, env.download)
     new_model(cfg)
+    bound_based = [o for o in (cfg.objective, cfg.effective_pretrain_objective) if OBJECTIVES.get(o).bound_based]
+    if distributed.active() and bound_based:
+        raise UserError(f"--ddp does not train bound-based objectives ({', '.join(dict.fromkeys(bound_based))}): "
+                        "their bound propagation reads the layers without DDP's forward pass, which its "
+                        "gradient averaging needs")

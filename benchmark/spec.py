@@ -38,6 +38,8 @@ class GridSpec:
                                "raised to the forward/backward passes of the costliest method at that sparsity")
     eval: list[str] | None = setting(None, help="evaluators in cascade order, also torchattacks:<Attack> "
                                                 "(default: the preset's, e.g. clean pgd autoattack)")
+    amp: str | None = setting(None, choices=("fp32", "bf16"), help="training precision: bf16 autocast of training "
+                                                                   "and its attacks; in the run key (default: fp32)")
     settings: dict[str, Any] = field(default_factory=dict)  # dotted name -> value, later entries win
 
 
@@ -53,6 +55,10 @@ class RunOptions:
                                               "on a GPU)")
     quiet: bool = setting(False, help="no progress bars or status lines")
     dry_run: bool = setting(False, help="print the grid and what is done; run nothing")
+    ddp: bool = setting(False, help="train each cell with DistributedDataParallel over the processes of "
+                                    "`torchrun --nproc-per-node N -m benchmark run ...`")
+    channels_last: bool = setting(False, help="train in the channels-last memory format (speed only)")
+    compile: bool = setting(False, help="torch.compile the model for training (speed only)")
 
 
 def option_fields(cls: type) -> dict[str, dataclasses.Field]:

@@ -122,6 +122,7 @@ seeds: [0, 1]
 scope: global
 preset: smoke
 eval: [clean, pgd]
+amp: fp32
 out: {tmp_path / "out"}
 data_dir: {tmp_path}
 download: false
@@ -129,6 +130,9 @@ device: cpu
 workers: 0
 quiet: true
 dry_run: true
+ddp: false
+channels_last: false
+compile: false
 finetune: {{epochs: 2}}
 admm.rho: 0.5
 """)

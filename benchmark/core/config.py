@@ -157,6 +157,9 @@ class RunConfig:
     train_examples: int | None = setting(None, minimum=1, help="training examples (default: the whole split)")
     eval_examples: int | None = setting(None, minimum=1, help="evaluation examples (default: the whole split)")
     eval: EvalSettings = field(default_factory=EvalSettings)
+    amp: str = setting("fp32", choices=("fp32", "bf16"), introduced="fp32",
+                       help="training precision: bf16 autocast of every phase's forward passes and training attacks "
+                            "(changes the results, so it is in the key; evaluation stays fp32)")
     # settings group name -> its settings dataclass. A resolved config holds every registered group; keys and
     # config.json take only the active ones (so `replace(method=...)` keeps the preset's budgets).
     groups: dict[str, Any] = field(default_factory=dict)
@@ -191,14 +194,14 @@ class RunConfig:
         """The trained model's key: everything training depends on, evaluation left out (a new evaluator or
         attack strength re-evaluates, it does not retrain)."""
         values = key_values(self, ("dataset", "arch", "objective", "method", "sparsity", "scope", "seed", "budget",
-                                   "pretrain", "finetune", "train_attack", "train_examples"))
+                                   "pretrain", "finetune", "train_attack", "train_examples", "amp"))
         values["pretrain_objective"] = self.effective_pretrain_objective
         values["groups"] = self._group_values(lambda g: g.role in ("method", "objective"))
         return content_key(values)
 
     def pretrain_settings(self) -> dict[str, Any]:
         """What the dense pretrained model depends on: shared by all methods and sparsities."""
-        values = key_values(self, ("dataset", "arch", "seed", "pretrain", "train_attack", "train_examples"))
+        values = key_values(self, ("dataset", "arch", "seed", "pretrain", "train_attack", "train_examples", "amp"))
         values["objective"] = objective = self.effective_pretrain_objective
         values["groups"] = self._group_values(lambda g: g.role == "objective" and objective in g.users)
         return values

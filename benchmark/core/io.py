@@ -1,4 +1,8 @@
-"""Atomic writes and safe loads for every file rpbench keeps."""
+"""Atomic writes and safe loads for every file rpbench keeps.
+
+Under torch.distributed (`torchrun ... --ddp`) every rank runs the same cell in lockstep and would write the
+same files: only rank 0 writes (`main_process`), and the runner puts a barrier where the others read next.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from benchmark.core.errors import UserError
 
 
+def main_process() -> bool:
+    """True unless this process is a rank other than 0 of a torch.distributed job."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def _atomic(path: Path, write: Any) -> None:
+    if not main_process():
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from benchmark.core.io import main_process
+
 T = TypeVar("T")
 
 
@@ -58,7 +60,7 @@ class Progress:
         bar.close()
 
     def log(self, line: str) -> None:
-        if self.log_file is not None:
+        if self.log_file is not None and main_process():  # under --ddp every rank would log the same line
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             with self.log_file.open("a") as f:
                 f.write(line + "\n")

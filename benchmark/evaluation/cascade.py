@@ -12,6 +12,9 @@ evaluator's settings and the keys of the evaluators before it. The file is rewri
 killed evaluation resumes at its last batch, and a re-run with one more evaluator (or one more eps) computes
 only what is missing. Batches are formed from the cascade's standing examples and each is seeded by its
 position, so a resumed evaluation gives exactly the uninterrupted result.
+
+Under --ddp the batches are dealt out to the ranks in rounds (rank r takes batch k * world + r), gathered
+after each round, and stored by rank 0: the same seeded batches as in one process, so the same results.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from benchmark.core.metrics import WORST, Metric
 from benchmark.core.progress import Progress
 from benchmark.evaluation import verification
 from benchmark.evaluation.checks import run_checks
-from benchmark.evaluation.evaluators import Outcome, describe, get_evaluator, run_evaluator, scaled_attack
+from benchmark.evaluation.evaluators import Evaluator, Outcome, describe, get_evaluator, run_evaluator, scaled_attack
+from benchmark.training import distributed
 
 
 @dataclass
@@ -88,26 +92,37 @@ class Evaluating:
             "fields": {}, "batches_done": 0, "seconds": 0.0, "complete": False}
         batches = [b for b in torch.split(indices, cfg.eval.batch_size) if len(b)]
         bar = self.progress.bar(total=len(batches), initial=state["batches_done"], desc=label)
-        for b in range(state["batches_done"], len(batches)):
+        world = distributed.world()
+        for first in range(state["batches_done"], len(batches), world):
             began = time.perf_counter()
-            x, y = self.take(batches[b])
-            with _seeded(cfg.seed * 1_000_003 + b, self.device):
-                result = run_evaluator(evaluator, self.model, x, y, cfg)
-            state["robust"][batches[b]] = result.robust
-            state["distance"][batches[b]] = result.distance
-            for name_, values in result.fields.items():
-                state["fields"].setdefault(name_, torch.zeros(n, dtype=values.dtype))[batches[b]] = values
-            state["batches_done"] = b + 1
+            mine = first + distributed.rank()
+            own = self.batch(evaluator, cfg, batches[mine], mine) if mine < len(batches) else None
+            for b, result in enumerate(distributed.gather(own), first):
+                if result is None:
+                    continue
+                state["robust"][batches[b]] = result.robust
+                state["distance"][batches[b]] = result.distance
+                for name_, values in result.fields.items():
+                    state["fields"].setdefault(name_, torch.zeros(n, dtype=values.dtype))[batches[b]] = values
+            done = min(first + world, len(batches))
+            state["batches_done"] = done
             state["seconds"] += time.perf_counter() - began
-            state["complete"] = b + 1 == len(batches)
+            state["complete"] = done == len(batches)
             if path is not None:
                 atomic_save(state, path)
-            bar.update(1)
+            bar.update(done - first)
         bar.close()
+        distributed.barrier()  # rank 0 wrote the file the others may read next
         self.seconds[label] = state["seconds"]
         self.attacked[label] = len(indices)
         self.seconds_by_key[key] = state["seconds"]
         return Outcome(state["robust"], state["distance"], state["fields"]), key
+
+    def batch(self, evaluator: Evaluator, cfg: RunConfig, indices: Tensor, position: int) -> Outcome:
+        """The evaluator on one batch, seeded by its position in the evaluator's batches."""
+        x, y = self.take(indices)
+        with _seeded(cfg.seed * 1_000_003 + position, self.device):
+            return run_evaluator(evaluator, self.model, x, y, cfg)
 
     def take(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         x, y = next(iter(make_loader(select(self.examples, indices), len(indices), shuffle=False)))

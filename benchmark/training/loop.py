@@ -2,7 +2,8 @@
 
 Per step: zero_grad, loss from the objective, plus the pruner's regulariser, backward, step, re-apply the
 mask, callbacks. Per epoch: the scheduler, the pruner's epoch hook, and a checkpoint from which a killed
-run resumes (DESIGN.md, property 4).
+run resumes (DESIGN.md, property 4). The objective drives the model through DistributedDataParallel under
+`--ddp` (benchmark/training/distributed.py) and under the fast path's options (fast_path.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from benchmark.core.errors import UserError
 from benchmark.core.io import atomic_save, safe_load
 from benchmark.core.mask import Mask, prunable_weights
 from benchmark.core.progress import Progress
+from benchmark.training import distributed
+from benchmark.training.fast_path import FastPath
 from benchmark.training.objectives import Objective
+
+FP32 = FastPath()  # the plain path: fp32, the default memory format, not compiled
 
 
 @dataclass
@@ -106,8 +111,11 @@ class Phase:
 
 
 def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Tensor]], rng: torch.Generator,
-              device: torch.device, progress: Progress) -> PhaseCost:
-    """Train for phase.settings.epochs, resuming from phase.checkpoint if a previous attempt left one."""
+              device: torch.device, progress: Progress, fast: FastPath = FP32) -> PhaseCost:
+    """Train for phase.settings.epochs, resuming from phase.checkpoint if a previous attempt left one.
+
+    Under --ddp each rank trains on its share of every batch (the loader's), its log counts its own share, and
+    at the end the parameters and the pruner's state are checked to be the same on every rank."""
     assert phase.objective is not None and phase.checkpoint is not None, "the runner fills these in"
     s = phase.settings
     opt = make_optimizer(phase.params, s)
@@ -117,6 +125,7 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
         start, cost = _restore(phase, model, opt, sched, rng, device)
     if phase.mask is not None:
         phase.mask.apply_(model)
+    net = fast.compiled(distributed.wrap(fast.lay_out(model), device))  # what the objective drives
     bar = progress.bar(total=s.epochs * len(loader), initial=start * len(loader), desc=phase.name)
     for epoch in range(start, s.epochs):
         began = time.perf_counter()
@@ -126,11 +135,12 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
         loss_sum = 0.0
         with count_passes(model, cost):
             for step, (x, y) in enumerate(loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = fast.inputs(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
                 phase.objective.on_batch_start(step, len(loader))
                 opt.zero_grad(set_to_none=True)
                 with effective_weights_once(model):
-                    loss, logits = phase.objective.loss(model, x, y)
+                    with fast.autocast(device):
+                        loss, logits = phase.objective.loss(net, x, y)
                     extra = phase.regularize() if phase.regularize else None
                     if extra is not None:
                         loss = loss + extra
@@ -154,6 +164,10 @@ def run_phase(model: nn.Module, phase: Phase, loader: Iterable[tuple[Tensor, Ten
                      f"train acc {correct / max(seen, 1):.4f} lr {sched.get_last_lr()[0]:.2e}")
         _save(phase, epoch + 1, cost, model, opt, sched, rng)
     bar.close()
+    distributed.check_same(f"{phase.name}: the parameters", model.parameters())
+    if phase.extra_state is not None:
+        distributed.check_same(f"{phase.name}: the pruner's state",
+                               distributed.state_tensors(phase.extra_state.state_dict()))
     return cost
 
 

@@ -3,6 +3,6 @@ readers (formats) and the fast loader and subsets (loader). Importing this packa
 
 from benchmark.core.data import catalogue as _catalogue  # noqa: F401  (registers the datasets)
 from benchmark.core.data.info import DATASETS, DatasetInfo, load_dataset
-from benchmark.core.data.loader import UInt8ImageDataset, make_loader, select, subset
+from benchmark.core.data.loader import Shard, UInt8ImageDataset, make_loader, select, subset
 
-__all__ = ["DATASETS", "DatasetInfo", "UInt8ImageDataset", "load_dataset", "make_loader", "select", "subset"]
+__all__ = ["DATASETS", "DatasetInfo", "Shard", "UInt8ImageDataset", "load_dataset", "make_loader", "select", "subset"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -41,30 +42,73 @@ class UInt8ImageDataset(Dataset):
         return UInt8ImageDataset(self.images[indices], self.labels[indices], self.transform)
 
 
-class _BatchLoader:
-    """Re-iterable batches of a sliceable dataset: each `iter()` is one epoch, no per-item collate."""
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of every batch in data-parallel training (`torchrun ... --ddp`): rank `rank` of
+    `world`. Every rank draws the same seeded order and takes its own contiguous slice of each batch (as
+    DataParallel splits a batch), `len(batch) // world` examples each, so the ranks' mean losses average to the
+    batch's mean loss and every rank takes the same number of steps. A last partial batch therefore leaves
+    out its `len % world` final examples (all of it when it is smaller than `world`)."""
 
-    def __init__(
-        self,
-        size: int,
-        take: Callable[[Tensor], tuple[Tensor, ...]],
-        batch_size: int,
-        shuffle: bool,
-        generator: torch.Generator | None,
-    ):
+    rank: int
+    world: int
+
+
+class _IndexBatches:
+    """Re-iterable batches of indices into a dataset of `size` items: each `iter()` is one epoch."""
+
+    def __init__(self, size: int, batch_size: int, shuffle: bool, generator: torch.Generator | None,
+                 shard: Shard | None = None):
+        if shard is not None and batch_size < shard.world:
+            raise UserError(f"batch size {batch_size} cannot be split over {shard.world} processes")
         self.size = size
-        self.take = take
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = generator
+        self.shard = shard
 
     def __len__(self) -> int:
-        return -(-self.size // self.batch_size)
+        if self.shard is None:
+            return -(-self.size // self.batch_size)
+        return self.size // self.batch_size + (self.size % self.batch_size >= self.shard.world)
 
-    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+    def __iter__(self) -> Iterator[Tensor]:
         order = torch.randperm(self.size, generator=self.generator) if self.shuffle else torch.arange(self.size)
         for start in range(0, self.size, self.batch_size):
-            yield self.take(order[start : start + self.batch_size])
+            batch = order[start : start + self.batch_size]
+            if self.shard is not None:
+                share = len(batch) // self.shard.world
+                if share == 0:
+                    continue
+                batch = batch[self.shard.rank * share : (self.shard.rank + 1) * share]
+            yield batch
+
+
+class _BatchLoader:
+    """Batches of a sliceable dataset, no per-item collate."""
+
+    def __init__(self, batches: _IndexBatches, take: Callable[[Tensor], tuple[Tensor, ...]]):
+        self.batches = batches
+        self.take = take
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        return map(self.take, self.batches)
+
+
+class _IndexLists:
+    """`_IndexBatches` as the lists of ints a DataLoader's batch_sampler yields."""
+
+    def __init__(self, batches: _IndexBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (batch.tolist() for batch in self.batches)
 
 
 def _take_tensors(tensors: Sequence[Tensor]) -> Callable[[Tensor], tuple[Tensor, ...]]:
@@ -87,26 +131,32 @@ def make_loader(
     shuffle: bool,
     generator: torch.Generator | None = None,
     num_workers: int = 0,
+    shard: Shard | None = None,
 ) -> Iterable[tuple[Tensor, Tensor]]:
     """Batches of `dataset`, the last one possibly partial; `len()` is the number of batches.
 
     In-memory datasets (`TensorDataset`, `UInt8ImageDataset` without transform) are batched by
     indexing their tensors with slices of a per-epoch permutation drawn from `generator`: for small
     data this is much faster than a `DataLoader`'s per-item collate. Anything else gets a `DataLoader`.
+    With `shard`, each batch is this process's share of it (see `Shard`); each process loads only its share.
     """
     if batch_size < 1:
         raise UserError(f"batch size must be at least 1, got {batch_size}")
+    batches = _IndexBatches(len(dataset), batch_size, shuffle, generator, shard)  # type: ignore[arg-type]
     if isinstance(dataset, TensorDataset):
-        return _BatchLoader(len(dataset), _take_tensors(dataset.tensors), batch_size, shuffle, generator)
+        return _BatchLoader(batches, _take_tensors(dataset.tensors))
     if isinstance(dataset, UInt8ImageDataset) and dataset.transform is None:
-        return _BatchLoader(len(dataset), _take_uint8(dataset), batch_size, shuffle, generator)
+        return _BatchLoader(batches, _take_uint8(dataset))
+    pin = torch.cuda.is_available()
+    if shard is not None:  # the same order as the DataLoader's own shuffle draws: randperm from `generator`
+        return DataLoader(dataset, batch_sampler=_IndexLists(batches), num_workers=num_workers, pin_memory=pin)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin,
     )
 
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from attacks import bounds
 from benchmark.core.config import AttackSettings, SettingsGroup, setting
 from benchmark.core.presets import PresetContext
+from benchmark.training.fast_path import full_precision
 from benchmark.training.objectives.base import Objective, register_objective
 
 
@@ -103,7 +104,8 @@ class BoundObjective(Objective):
         forward pass is made, and the logits for the loop's log are the worst-case ones (its accuracy is then
         the verified training accuracy)."""
         kappa = self.kappa
-        worst = bounds.worst_case_logits(self.margin_bounds(model, x, y), y)
+        with full_precision(x):
+            worst = bounds.worst_case_logits(self.margin_bounds(model, x, y), y)
         robust = F.cross_entropy(worst, y)
         if kappa == 0:
             return robust, worst
@@ -145,7 +147,8 @@ class MixTrain(BoundObjective):
         loss = F.cross_entropy(logits, y)
         if float(torch.rand(())) < s.mixtrain_alpha:  # from torch's generator: seeded and checkpointed
             sample = torch.randint(len(y), (s.mixtrain_examples,), device=y.device)
-            margins = bounds.margin_bounds(model, x[sample], y[sample], self.eps, "sym")
+            with full_precision(x):
+                margins = bounds.margin_bounds(model, x[sample], y[sample], self.eps, "sym")
             loss = loss + self.interval_weight * F.cross_entropy(bounds.worst_case_logits(margins, y[sample]),
                                                                  y[sample])
         return loss, logits
