@@ -38,3 +38,18 @@ def test_the_equal_compute_view_is_its_own_set_of_runs_on_the_shared_pretraining
         assert cfg.key() != preset[cell].key()
         assert cfg.pretrain_key() == preset[cell].pretrain_key()
     assert equal[DENSE, 0.0, 0].finetune == preset[DENSE, 0.0, 0].finetune
+
+
+def test_the_report_keeps_the_two_views_apart():
+    from results.frame import records_frame, table_groups
+    from results.record import Metric, RunRecord
+
+    def record(method: str, budget: str) -> RunRecord:
+        return RunRecord(key=f"{method}-{budget}", dataset="digits", arch="cnn-small", objective="trades",
+                         method=method, scope="layer", sparsity=0.9, seed=0, status="done", budget=budget,
+                         metrics=[Metric("clean", "acc", 0.9), Metric("pgd", "acc", 0.5)])
+
+    records = [record(m, b) for b in ("preset", "equal-passes") for m in ("hydra", "lwm")]
+    groups = {key: sorted(group["method"]) for key, group in table_groups(records_frame(records))}
+    assert groups == {("digits", "cnn-small", "trades"): ["hydra", "lwm"],
+                      ("digits", "cnn-small", "trades, equal passes"): ["hydra", "lwm"]}
