@@ -43,7 +43,7 @@ JSONL = "runs.jsonl"
 
 def write_report(records: list[RunRecord], out_dir: Path, sweep_sparsity: float | None = None,
                  cert_radius: float = CERT_RADIUS, formats: Sequence[str] = DEFAULT_FORMATS) -> str:
-    """Write the report's files in `formats` into ``out_dir``; return its Markdown text.
+    """Write the report's files in `formats` into ``out_dir``; return its Markdown text ("" for json alone).
 
     Per table key: the comparison (with a `published` column where published numbers match, see
     `results.published`), the accuracy under each attack with the self-checks that fired and what they mean,
@@ -60,8 +60,11 @@ def write_report(records: list[RunRecord], out_dir: Path, sweep_sparsity: float 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = records_frame(records)
-    sections = build_sections(records, frame, sweep_sparsity, cert_radius) if {"tables", "html"} & set(formats) \
-        else []
+    if "json" in formats:
+        write_jsonl(records, out_dir / JSONL)
+    if not {"tables", "html"} & set(formats):
+        return ""
+    sections = build_sections(records, frame, sweep_sparsity, cert_radius)
     failures = failure_lines(frame)
     text = "\n\n".join([*(section_markdown(s) for s in sections), *(["\n".join(["Failed runs:", *failures])]
                                                                     if failures else [])])
@@ -72,8 +75,6 @@ def write_report(records: list[RunRecord], out_dir: Path, sweep_sparsity: float 
             _write_section_files(section, out_dir)
     if "html" in formats:
         _write_text(out_dir / PAGE, render_page(sections, failures))
-    if "json" in formats:
-        write_jsonl(records, out_dir / JSONL)
     return text
 
 
