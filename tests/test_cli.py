@@ -99,6 +99,8 @@ def test_run_prints_the_table_and_report_rebuilds_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "### digits · cnn-small · trades" in out
     assert "| lwm |" in out and "hydra" not in out  # the flag overrides the file
+    page = tmp_path / "report" / "index.html"
+    assert out.endswith(f"HTML report: {page}\n") and "digits · cnn-small · trades" in page.read_text()
     assert main(["report", "--out", str(tmp_path)]) == 0
     assert "| lwm |" in capsys.readouterr().out
     for suffix in ("md", "csv", "tex", "png"):
