@@ -6,7 +6,9 @@ renderings of them. A table added to a section appears in every format without c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import pandas as pd
 
@@ -28,14 +30,19 @@ class Table:
     notes: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass
 class Plot:
-    """One figure: PNG bytes, written as ``<stem><suffix>.png`` and embedded in the page."""
+    """One figure, written as ``<stem><suffix>.png`` and embedded in the page. draw: makes its PNG bytes, called
+    once and only when a format needs the image (drawing is most of a report's time)."""
 
     title: str
     caption: str
-    png: bytes
+    draw: Callable[[], bytes] = field(repr=False)
     suffix: str
+
+    @cached_property
+    def png(self) -> bytes:
+        return self.draw()
 
 
 @dataclass

@@ -126,7 +126,7 @@ def _published(ax: Axes, panel: Panel) -> None:
         dense = rows[rows["label"] == DENSE]
         for value in dense["value_pct"]:
             ax.axhline(value, color="black", linestyle="-.", linewidth=0.8, alpha=0.6)
-        pruned = rows[(rows["label"] != DENSE) & rows["x"].isin(panel.ticks or [])]
+        pruned = rows[rows["label"] != DENSE]
         xs = pruned["x"].map(panel.ticks.index) if panel.ticks is not None else pruned["x"]
         ax.scatter(xs, pruned["value_pct"], marker=marker, s=70, facecolors="none", linewidths=1.5,
                    edgecolors=[panel.colors.get(label, "black") for label in pruned["label"]],
@@ -164,14 +164,16 @@ def _by_sparsity(done: pd.DataFrame, metrics: Sequence[tuple[str, str]], title: 
 
 def _overlay(published: pd.DataFrame | None, pruned: pd.DataFrame, metrics: Sequence[tuple[str, str]]) \
         -> pd.DataFrame | None:
-    """The published rows of the plotted columns, labelled like the table's rows (the method's label)."""
+    """The published rows of the plotted columns at the plotted sparsities (and the dense model's), labelled like
+    the table's rows."""
     if published is None:
         return None
     rows = published[published["column"].isin([column for column, _ in metrics])]
     labels = dict(zip(pruned["method"], pruned["label"], strict=False)) | {DENSE: DENSE}
-    rows = rows[rows["method"].isin(labels)]
-    return pd.DataFrame({"x": (rows["sparsity"] * 100).round(6), "value_pct": rows["value_pct"],
-                         "label": rows["method"].map(labels), "citation": rows["citation"]})
+    x = (rows["sparsity"] * 100).round(6)
+    shown = rows["method"].isin(labels) & (x.isin(pruned["sparsity_pct"]) | (rows["method"] == DENSE))
+    return pd.DataFrame({"x": x[shown], "value_pct": rows.loc[shown, "value_pct"],
+                         "label": rows.loc[shown, "method"].map(labels), "citation": rows.loc[shown, "citation"]})
 
 
 def comparison_png(title: str, group: pd.DataFrame, published: pd.DataFrame | None = None) -> bytes:

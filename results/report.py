@@ -107,7 +107,7 @@ def _section(key: TableKey, group: pd.DataFrame, records: list[RunRecord], catal
     add(Table("comparison", table_caption(group), table, csv="", latex=True, bold=best_cells(group, table)))
     add(Plot("accuracy against sparsity", "robust (solid) and clean (dashed) accuracy, mean ± one std over seeds "
              "(band), each seed a point; the dense model dotted; published numbers hollow",
-             plots.comparison_png(title, group, overlay.rows), ""))
+             lambda: plots.comparison_png(title, group, overlay.rows), ""))
 
     cascade = attacks.attack_columns(catalogue)
     attack_table = attacks.attack_table(group, cascade)
@@ -123,28 +123,28 @@ def _section(key: TableKey, group: pd.DataFrame, records: list[RunRecord], catal
             "sparsity_pct"].max()
         add(Plot("certified accuracy", f"certified accuracy against l2 radius at {percent_label(chosen)} sparsity, "
                  f"and against sparsity at the radius closest to {cert_radius:g}",
-                 plots.certified_png(title, group, radii, chosen, cert_radius, overlay.rows), "_certified"))
+                 lambda: plots.certified_png(title, group, radii, chosen, cert_radius, overlay.rows), "_certified"))
     verified = certified.verified_metrics(catalogue)
     verified = verified.loc[[group[c].notna().any() for c in verified["column"]]]
     if len(verified):
         add(Table("verified", certified.verified_caption(robust_description(group)),
                   certified.verified_table(group, verified), csv="_verified"))
         add(Plot("verified accuracy", "clean, PGD and verified accuracy (best certifier) against sparsity",
-                 plots.verified_png(title, group), "_verified"))
+                 lambda: plots.verified_png(title, group), "_verified"))
     costs = cost_table(group)
     if not costs.empty:
         add(Table("cost", cost_caption(group), costs, csv="_cost"))
         add(Plot("accuracy against compute", "robust and clean accuracy against the forward + backward passes "
                  "each run spent beyond the shared pretraining: each seed a point, mean ± std per method and "
-                 "sparsity (labelled)", plots.compute_png(title, group), "_compute"))
+                 "sparsity (labelled)", lambda: plots.compute_png(title, group), "_compute"))
     sweeps = attacks.sweep_frame(group, records)
     chosen_sweep = attacks.sweep_sparsity(sweeps, sweep_sparsity)
     if chosen_sweep is not None and len(sweeps):
         add(Table("eps sweep", attacks.sweep_caption(chosen_sweep), attacks.sweep_table(sweeps, chosen_sweep),
                   csv="_eps"))
         add(Plot("robust accuracy against eps", f"PGD robust accuracy against eps at {percent_label(chosen_sweep)} "
-                 "sparsity, mean ± one std over seeds, each seed a point", plots.sweep_png(title, sweeps,
-                                                                                           chosen_sweep), "_eps"))
+                 "sparsity, mean ± one std over seeds, each seed a point",
+                 lambda: plots.sweep_png(title, sweeps, chosen_sweep), "_eps"))
     return section
 
 

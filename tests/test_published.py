@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from report_grid import grid_records
 
-from results import published
+from results import plots, published
 from results.frame import records_frame
 from results.report import build_sections
 from results.threat import ThreatModel, threat_model
@@ -93,7 +93,7 @@ def test_a_dataset_without_published_numbers_says_so():
     assert overlay.rows.empty and overlay.verdicts == ["no published numbers for digits"]
 
 
-def test_a_paper_grid_on_cifar10_shows_the_published_column_and_plots_it():
+def test_a_paper_grid_on_cifar10_shows_the_published_column_and_the_plot_gets_the_markers():
     records = grid_records(dataset="cifar10", arch="vgg16_bn", preset="paper", eval_desc=CIFAR_DESC,
                            sparsities=(0.9, 0.99))
     (section,) = build_sections(records, records_frame(records))
@@ -103,6 +103,12 @@ def test_a_paper_grid_on_cifar10_shows_the_published_column_and_plots_it():
         f"robust: 0% 51.9, 90% 49.5, 99% 41.7 [{published.HYDRA}]")
     assert table.loc["lwm", "published"] == f"robust: 0% 51.9, 90% 48.8, 99% 34.3 [{published.HYDRA}]"
     assert any(": compared," in line for line in section.published)
+    overlay = published.match(published.load(), published.Setting(
+        "cifar10", "vgg16_bn", "trades", frozenset({"paper"}), threat_model(CIFAR_DESC), (), frozenset({"lwm"})))
+    frame = records_frame(records)
+    panel = plots._by_sparsity(frame, [("robust_acc", "robust")], "t", overlay.rows)  # what the plot draws
+    assert sorted(panel.published[["x", "value_pct", "label"]].itertuples(index=False, name=None)) == [
+        (90.0, 48.8, "lwm"), (99.0, 34.3, "lwm")]  # the dense row is not in this overlay: dense did not match
     quick = grid_records(dataset="cifar10", arch="vgg16_bn", preset="quick", eval_desc=CIFAR_DESC)
     (section,) = build_sections(quick, records_frame(quick))
     assert "published" not in section.tables()[0].frame and not any(": compared," in v for v in section.published)

@@ -4,14 +4,16 @@ leaderboard reads; the command's formats; and every self-check the evaluation ca
 from __future__ import annotations
 
 import ast
+import io
 import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from report_grid import grid_records
 
 from benchmark import cli
-from results import report
+from results import plots, report
 from results.attack_tables import CHECK_MEANINGS
 from results.leaderboard import read_jsonl
 from results.record import Metric
@@ -34,7 +36,14 @@ def test_json_lines_round_trip_with_full_precision(tmp_path):
         assert field in line
 
 
-def test_report_formats_on_the_command_line(tmp_path, capsys):
+def tiny_png(*args, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (2, 2)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_report_formats_on_the_command_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(plots, "render", tiny_png)  # about the files and what is printed, not the drawing
     store = Store(tmp_path / "runs.db")
     for record in grid_records(seeds=(0,), sparsities=(0.9,)):
         store.put(record)
