@@ -206,7 +206,8 @@ def report_of_run(records: list[Any], out_dir: Path) -> str:
                       if dataclasses.is_dataclass(o) else str(o))
     digest = hashlib.sha256(blob.encode()).hexdigest()
     summary, stamp = out_dir / "summary.md", out_dir / ".records.sha256"
-    if summary.exists() and stamp.exists() and stamp.read_text() == digest:
+    page = out_dir / "index.html"  # a report written before the page existed is rewritten once
+    if summary.exists() and page.exists() and stamp.exists() and stamp.read_text() == digest:
         return summary.read_text()
     from benchmark.core.io import atomic_write_text
     from results.report import write_report

@@ -183,4 +183,7 @@ def test_a_finished_grid_prints_its_report_without_rewriting_it(tmp_path, capsys
     assert main(argv) == 0
     assert capsys.readouterr().out == first
     assert png.stat().st_mtime_ns == written
+    (tmp_path / "report" / "index.html").unlink()  # a report written before the page existed
+    assert main(argv) == 0 and (tmp_path / "report" / "index.html").exists()
+    written = png.stat().st_mtime_ns
     assert main(["report", "--out", str(tmp_path)]) == 0 and png.stat().st_mtime_ns > written
