@@ -155,6 +155,8 @@ def match(published: pd.DataFrame, setting: Setting) -> Overlay:
         matched.append(ran)
         missing = sorted(set(rows["method"]) - setting.methods)
         extra = f"; not run here: {', '.join(missing)}" if missing else ""
+        note = rows.iloc[0]["note"]
+        extra += f"; note: {note}" if isinstance(note, str) and note else ""
         verdicts.append(f"{name}: compared, {len(ran)} numbers ({rows.iloc[0]['evaluation']}){extra}")
     if candidates.empty:
         verdicts.append(f"no published numbers for {setting.dataset}")

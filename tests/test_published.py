@@ -49,8 +49,8 @@ def test_the_paper_setting_matches_hydras_era_and_the_benchmarks_evaluations():
         (published.APB, metric, "hydra") for metric in ("clean", "robust")}
     era = overlay.rows[(overlay.rows["citation"] == published.HYDRA) & (overlay.rows["method"] == "hydra")]
     assert list(era["value_pct"]) == [49.5, 48.7, 41.7] and set(era["column"]) == {"robust_acc"}
-    assert any(v.startswith(f"{published.HYDRA}: robust on cifar10/vgg16_bn/trades: compared, 7 numbers")
-               for v in overlay.verdicts)
+    (era_verdict,) = [v for v in overlay.verdicts if v.startswith(f"{published.HYDRA}: robust on cifar10/vgg16_bn")]
+    assert "compared, 7 numbers" in era_verdict and "note: trained with pseudo-labelled extra images" in era_verdict
     assert any("not compared (arch wrn-28-4, here vgg16_bn)" in v for v in overlay.verdicts)
     assert f"{published.HYDRA}: certified on cifar10/vgg16_bn/smoothing: not compared (objective smoothing, here " \
            "trades)" in overlay.verdicts
