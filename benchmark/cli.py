@@ -18,6 +18,8 @@ from benchmark.core.errors import UserError
 from benchmark.spec import GridSpec, RunOptions, add_arguments, option_fields, spec_from
 
 LISTS = ("all", "methods", "datasets", "archs", "objectives", "presets", "evaluators", "settings")
+REPORT_FORMATS = ("tables", "html")  # results.report.DEFAULT_FORMATS, named here so `--help` imports no pandas
+KNOWN_FORMATS = ("tables", "html", "json")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,14 +63,29 @@ def build_parser() -> argparse.ArgumentParser:
                                         "evaluators, or every setting with its help line.")
     lister.add_argument("what", nargs="?", default="all", choices=LISTS)
 
-    report = sub.add_parser("report", help="rebuild the tables and plots from the store",
-                            description="Rebuild tables (Markdown, CSV, LaTeX), plots and results.csv from --out.")
+    report = sub.add_parser("report", help="rebuild the tables, plots and HTML page from the store",
+                            description="Rebuild the report from --out into --out/report: tables (Markdown, CSV, "
+                                        "LaTeX), plots and results.csv, the HTML page index.html, and with "
+                                        "--format json one leaderboard-style record per run (runs.jsonl).")
     report.add_argument("--out", type=Path, default=Path("runs"), help="the folder given to `run --out`")
+    report.add_argument("--format", dest="formats", type=_formats, default=list(REPORT_FORMATS),
+                        metavar="FORMATS", help="comma-separated, any of tables (Markdown, CSV, LaTeX, PNG and "
+                                                "results.csv), html (index.html), json (runs.jsonl) "
+                                                f"(default: {','.join(REPORT_FORMATS)})")
     report.add_argument("--sweep-sparsity", type=float,
                         help="the sparsity whose eps sweep is plotted, e.g. 0.99 (default: the highest)")
     report.add_argument("--cert-radius", type=float, default=0.435,
                         help="the l2 radius of the certified-accuracy-against-sparsity plot (default 0.435)")
     return parser
+
+
+def _formats(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in KNOWN_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or repr(text)}; "
+                                         f"choose from {', '.join(KNOWN_FORMATS)}")
+    return names
 
 
 def _add_settings_options(parser: argparse.ArgumentParser, config: bool) -> None:
@@ -173,6 +190,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not main:  # rank 0 reports
             return 0
         print(report_of_run(records, opts.out / "report"))
+        print(f"HTML report: {opts.out / 'report' / 'index.html'}")
         failed = sum(r.status != "done" for r in records)
         if failed:
             print(f"error: {failed} of {len(records)} cells failed (their errors are above and in the report)",
@@ -209,7 +227,8 @@ def report_of_run(records: list[Any], out_dir: Path) -> str:
                       if dataclasses.is_dataclass(o) else str(o))
     digest = hashlib.sha256(blob.encode()).hexdigest()
     summary, stamp = out_dir / "summary.md", out_dir / ".records.sha256"
-    if summary.exists() and stamp.exists() and stamp.read_text() == digest:
+    page = out_dir / "index.html"  # a report written before the page existed is rewritten once
+    if summary.exists() and page.exists() and stamp.exists() and stamp.read_text() == digest:
         return summary.read_text()
     from benchmark.core.io import atomic_write_text
     from results.report import write_report
@@ -269,7 +288,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from results.report import write_report
+    from results.report import JSONL, PAGE, write_report
     from results.store import Store
 
     db = args.out / "runs.db"
@@ -277,5 +296,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UserError(f"no store at {db}; run `python -m benchmark run --out {args.out}` first")
     store = Store(db)
     note_older_runs(store)
-    print(write_report(current_runs(store), args.out / "report", args.sweep_sparsity, args.cert_radius))
+    folder = args.out / "report"
+    text = write_report(current_runs(store), folder, args.sweep_sparsity, args.cert_radius, args.formats)
+    if "tables" in args.formats:
+        print(text)
+    for name, what, file in (("html", "HTML report", PAGE), ("json", "JSON records", JSONL)):
+        if name in args.formats:
+            print(f"{what}: {folder / file}")
     return 0

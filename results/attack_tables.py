@@ -12,6 +12,18 @@ from results.frame import NO_FLAGS
 from results.record import RunRecord
 from results.report_format import DENSE, MISSING, format_stat, method_rows, percent_label, pruned_runs
 
+CHECK_MEANINGS = {  # what a fired self-check says (benchmark/evaluation/checks.py; tested to name each of its checks)
+    "randomness": "two passes over the same inputs differ: the model is random, so attacks chase noise",
+    "zero_gradients": "many correct examples have a vanishing input gradient: gradient attacks are blind there "
+                      "(often a constant classifier)",
+    "autoattack_vs_pgd": "AutoAttack leaves standing examples PGD broke: its own robust accuracy would exceed PGD's",
+    "black_box": "Square, which needs no gradients, breaks examples every white-box attack left standing: the "
+                 "robust accuracy above overstates robustness (gradient masking)",
+    "eps_monotone": "examples robust at a larger sweep eps but broken at a smaller one: the attack is unreliable",
+    "eps_falls": "robust accuracy above chance that does not fall from the smallest to the largest sweep eps",
+    "large_eps": "robust accuracy above chance at an eps where every input can be moved to the same grey image",
+}
+
 
 def attack_columns(catalogue: pd.DataFrame) -> list[str]:
     """The cascade's metric columns, in the catalogue's order (the worst case last)."""
@@ -51,16 +63,23 @@ def flag_lines(group: pd.DataFrame, records: list[RunRecord]) -> list[str]:
     return lines
 
 
+def meaning_lines(group: pd.DataFrame, records: list[RunRecord]) -> list[str]:
+    """What each check that fired in a done run of the group means, one line per check name."""
+    fired = sorted({c["name"] for index in group[group["status"] == "done"].index
+                    for c in records[index].checks or [] if c["flagged"]})
+    return [f"- `{name}`: {CHECK_MEANINGS.get(name, 'see benchmark/evaluation/checks.py')}" for name in fired]
+
+
 def sweep_frame(group: pd.DataFrame, records: list[RunRecord]) -> pd.DataFrame:
-    """Long form of the done runs' eps sweeps: label, sparsity_pct, multiple, eps, acc (one row per point)."""
+    """Long form of the done runs' eps sweeps: label, sparsity_pct, seed, multiple, eps, acc (one row per point)."""
     done = group[group["status"] == "done"]
     labels = pruned_runs(done)["label"]
     rows = []
     for index, row in done.iterrows():
         label = DENSE if row["method"] == DENSE else labels[index]
         for point in (records[index].evaluation or {}).get("eps_sweep") or []:
-            rows.append({"label": label, "sparsity_pct": round(row["sparsity"] * 100, 6), **point})
-    return pd.DataFrame(rows, columns=["label", "sparsity_pct", "multiple", "eps", "acc"])
+            rows.append({"label": label, "sparsity_pct": round(row["sparsity"] * 100, 6), "seed": row["seed"], **point})
+    return pd.DataFrame(rows, columns=["label", "sparsity_pct", "seed", "multiple", "eps", "acc"])
 
 
 def sweep_sparsity(sweeps: pd.DataFrame, chosen: float | None) -> float | None:

@@ -6,6 +6,20 @@ from collections.abc import Hashable, Iterable
 
 import pandas as pd
 
+from results.blocks import Section
+
+
+def section_markdown(section: Section) -> str:
+    """A section's tables in order: the first under ``### <key>``, the others under ``#### <title>: <key>``, each
+    followed by its notes. Plots are files beside it, not part of the text."""
+    parts = []
+    for i, table in enumerate(section.tables()):
+        heading = "###" if i == 0 else f"#### {table.title}:"
+        parts.append(render_markdown(section.key, table.frame, table.caption, heading=heading))
+        if table.notes:
+            parts.append("\n".join(table.notes))
+    return "\n\n".join(parts)
+
 
 def render_markdown(key: tuple[str, ...], table: pd.DataFrame, caption: str, heading: str = "###") -> str:
     """Heading, caption and a GitHub-flavoured markdown table (first column = row labels)."""

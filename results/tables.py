@@ -32,6 +32,18 @@ def comparison_table(group: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def best_cells(group: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """True at the cells of `comparison_table(group)` with the highest mean robust accuracy of their sparsity
+    (ties all marked); never in the dense column, which every row shares."""
+    pruned = pruned_runs(group[group["status"] == "done"])
+    means = pruned.groupby(["label", "sparsity_pct"])["robust_acc"].mean().dropna()
+    best = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for sparsity, values in means.groupby(level="sparsity_pct"):
+        top = values[values == values.max()].index.get_level_values("label")
+        best.loc[best.index.isin(top), percent_label(sparsity)] = True
+    return best
+
+
 def _format_cell(runs: pd.DataFrame) -> str:
     done = runs[runs["status"] == "done"]
     if done.empty:
@@ -44,8 +56,14 @@ def table_caption(group: pd.DataFrame) -> str:
     done = group[group["status"] == "done"]
     return (
         f"clean / robust accuracy (%) — robust = {robust_description(done)}; "
-        f"mean ± std over {_seed_description(done)}; robust is the worst case over the attacks"
+        f"mean ± std over {seed_description(done)}; robust is the worst case over the attacks"
     )
+
+
+def preset_description(done: pd.DataFrame) -> str:
+    """"preset quick", or every preset of the runs if they differ."""
+    presets = sorted(done["preset"].dropna().astype(str).unique())
+    return ("preset " + ", ".join(presets)) if presets else "preset unknown"
 
 
 def robust_description(done: pd.DataFrame) -> str:
@@ -58,7 +76,7 @@ def robust_description(done: pd.DataFrame) -> str:
     return "PGD accuracy, mixed settings: " + "; ".join(descriptions)
 
 
-def _seed_description(done: pd.DataFrame) -> str:
+def seed_description(done: pd.DataFrame) -> str:
     """"2 seeds" when every cell has the same count, else a range such as "1–3 seeds"."""
     if done.empty:
         return "0 seeds"

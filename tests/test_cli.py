@@ -99,6 +99,8 @@ def test_run_prints_the_table_and_report_rebuilds_it(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "### digits · cnn-small · trades" in out
     assert "| lwm |" in out and "hydra" not in out  # the flag overrides the file
+    page = tmp_path / "report" / "index.html"
+    assert out.endswith(f"HTML report: {page}\n") and "digits · cnn-small · trades" in page.read_text()
     assert main(["report", "--out", str(tmp_path)]) == 0
     assert "| lwm |" in capsys.readouterr().out
     for suffix in ("md", "csv", "tex", "png"):
@@ -185,4 +187,7 @@ def test_a_finished_grid_prints_its_report_without_rewriting_it(tmp_path, capsys
     assert main(argv) == 0
     assert capsys.readouterr().out == first
     assert png.stat().st_mtime_ns == written
+    (tmp_path / "report" / "index.html").unlink()  # a report written before the page existed
+    assert main(argv) == 0 and (tmp_path / "report" / "index.html").exists()
+    written = png.stat().st_mtime_ns
     assert main(["report", "--out", str(tmp_path)]) == 0 and png.stat().st_mtime_ns > written

@@ -171,5 +171,6 @@ def test_runs_of_the_current_main_are_reported_as_key_version_1_never_reused_nor
     assert all("done: nothing" in line for line in captured.out.strip().splitlines())  # nothing old is reused
     assert main(["report", "--out", str(tmp_path)]) == 0
     captured = capsys.readouterr()
-    assert "key version 1" in captured.err and captured.out.strip() == "No runs."
+    assert "key version 1" in captured.err
+    assert captured.out == f"No runs.\n\nHTML report: {tmp_path / 'report' / 'index.html'}\n"
     assert [r.key for r in Store(tmp_path / "runs.db").all()] == [row["key"] for row in V2["rows"]]  # kept
