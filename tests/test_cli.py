@@ -123,6 +123,7 @@ sparsity: [0.9]
 seeds: [0, 1]
 scope: global
 preset: smoke
+budget: equal-passes
 eval: [clean, pgd]
 amp: fp32
 out: {tmp_path / "out"}
