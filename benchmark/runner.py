@@ -229,7 +229,8 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
 def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: Phase, model: nn.Module,
                       folder: Path, device: torch.device, rng: torch.Generator, progress: Progress) -> dict[str, Any]:
     """One of the pruner's phases through the loop, or its stored result where the phase is shared with another
-    target sparsity and already ran (it then counts in the cost, marked shared, and is not rerun).
+    target sparsity and already ran (it then counts in the cost, marked shared unless a killed attempt of this
+    cell stored it, and is not rerun).
 
     A shared result keeps the random state its phase ended with (torch's and the loader's), and restoring it
     is part of taking the result: the next phase then draws exactly what it would have drawn after training
@@ -242,7 +243,8 @@ def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: P
         pruner.load_state_dict(state["pruner"])
         torch.set_rng_state(state["torch_rng"].cpu())
         rng.set_state(state["loader_rng"].cpu())
-        return {"phase": phase.name, **state["cost"], "shared": True}
+        own = state["trained_by"] == cfg.key()  # stored by a killed attempt of this very cell
+        return {"phase": phase.name, **state["cost"], **({} if own else {"shared": True})}
     pruner.prepare(model, phase)
     model.to(device)
     loop_phase = dataclasses.replace(
@@ -254,7 +256,8 @@ def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: P
     cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress))
     if shared is not None:
         atomic_save({"model": model.state_dict(), "pruner": pruner.state_dict(), "cost": cost,
-                     "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state()}, shared)
+                     "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state(), "trained_by": cfg.key()},
+                    shared)
     return {"phase": phase.name, **cost}
 
 
