@@ -245,13 +245,22 @@ def _prune(cfg: RunConfig, env: Environment, model: nn.Module, folder: Path, dev
 def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: Phase, model: nn.Module,
                       folder: Path, device: torch.device, rng: torch.Generator, progress: Progress) -> dict[str, Any]:
     """One of the pruner's phases through the loop, or its stored result where the phase is shared with another
-    target sparsity and already ran (it then counts in the cost, marked shared, and is not rerun)."""
+    target sparsity and already ran (it then counts in the cost, marked shared unless a killed attempt of this
+    cell stored it, and is not rerun).
+
+    A shared result keeps the random state its phase ended with (torch's and the loader's), and restoring it
+    is part of taking the result: the next phase then draws exactly what it would have drawn after training
+    this one itself, so a cell's weights do not depend on whether a sibling target, or a killed attempt of
+    the same cell, stored the phase first. A result stored without that state is trained again."""
     shared = workspace_dir(env, cfg) / f"{phase.shared_as}.pt" if phase.shared_as else None
-    if shared is not None and shared.exists():
-        state = safe_load(shared, map_location=device)
+    state = safe_load(shared, map_location=device) if shared is not None and shared.exists() else None
+    if state is not None and "loader_rng" in state:
         model.load_state_dict(state["model"])
         pruner.load_state_dict(state["pruner"])
-        return {"phase": phase.name, **state["cost"], "shared": True}
+        torch.set_rng_state(state["torch_rng"].cpu())
+        rng.set_state(state["loader_rng"].cpu())
+        own = state["trained_by"] == cfg.key()  # stored by a killed attempt of this very cell
+        return {"phase": phase.name, **state["cost"], **({} if own else {"shared": True})}
     pruner.prepare(model, phase)
     model.to(device)
     loop_phase = dataclasses.replace(
@@ -262,7 +271,9 @@ def _run_pruner_phase(cfg: RunConfig, env: Environment, pruner: Pruner, phase: P
     loader = train_loader(cfg, env, phase.settings.batch_size, rng)
     cost = dataclasses.asdict(train.run_phase(model, loop_phase, loader, rng, device, progress, fast_path(cfg, env)))
     if shared is not None:
-        atomic_save({"model": model.state_dict(), "pruner": pruner.state_dict(), "cost": cost}, shared)
+        atomic_save({"model": model.state_dict(), "pruner": pruner.state_dict(), "cost": cost,
+                     "torch_rng": torch.get_rng_state(), "loader_rng": rng.get_state(), "trained_by": cfg.key()},
+                    shared)
     return {"phase": phase.name, **cost}
 
 
