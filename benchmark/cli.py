@@ -134,14 +134,24 @@ def pick_device(choice: str) -> str:
     return choice
 
 
+def device_of(opts: RunOptions) -> str:
+    """Where cells train: --device, or with --executor ray a GPU when each task gets one."""
+    if opts.executor != "ray":
+        return pick_device(opts.device)
+    from benchmark.executors import ray_device
+
+    return ray_device(opts.device, opts.gpus_per_cell)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
     from benchmark.grid import resolve
     from results.store import Store
 
     spec, opts = options_of(args)
+    opts.check_executor()
     grid = resolve(spec)
-    env = runner.Environment(out=opts.out, device=pick_device(opts.device), data_dir=opts.data_dir,
+    env = runner.Environment(out=opts.out, device=device_of(opts), data_dir=opts.data_dir,
                              download=opts.download, quiet=opts.quiet, workers=opts.workers)
     store = Store(opts.out / "runs.db")
     note_older_runs(store)
@@ -150,9 +160,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
                   f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
         return 0
-    if runner.pending(grid.cells, store):  # a finished grid loads no data
+    executor = None
+    if runner.pending(grid.cells, store):  # a finished grid loads no data and starts no executor
         runner.check_inputs(grid.base, env)
-    records = runner.run_grid(grid.cells, env, store)
+        if opts.executor == "ray":
+            from benchmark.executors import ray_executor
+
+            executor = ray_executor(opts, env.device)
+    records = runner.run_grid(grid.cells, env, store, executor)
     print(report_of_run(records, opts.out / "report"))
     failed = sum(r.status != "done" for r in records)
     if failed:
