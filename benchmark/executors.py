@@ -9,10 +9,10 @@ is trained or reused exactly as in the sequential run. A chain rather than a loc
 worker idle while another trains the round, and could let targets take rounds in another order than the
 sequential run does; a chain costs only the parallelism between targets of one lottery path.
 
-`GraphExecutor` submits every unit whose dependencies have finished, yields each cell's record as it
-arrives (the driver writes it to the store), and runs a unit again when its worker was lost (`retries`),
+`GraphExecutor` submits the units whose dependencies have finished, in grid order and as many as the pool
+has slots for, yields each cell's record as it arrives (the driver writes it to the store), and runs a unit again when its worker was lost (`retries`),
 else records its cells as failed; the grid goes on. A pool is the only engine-specific part: a third
-engine is one small class with `submit`, `wait`, `result` and `close` (the `Pool` protocol).
+engine is one small class with `slots`, `submit`, `wait`, `result` and `close` (the `Pool` protocol).
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class Pool(Protocol):
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Start fn(*args) on a worker; return a handle."""
+        ...
+
+    def slots(self) -> int:
+        """How many units can run at once now (at least 1): no more are submitted, so each one submitted is
+        running, and the graph, not the engine's queue, decides which starts next."""
         ...
 
     def wait(self, handles: list[Any]) -> list[Any]:
@@ -128,8 +133,10 @@ class GraphExecutor:
         try:
             while waiting or in_flight:
                 for unit in [u for u in waiting if all(n in finished for n in u.needs)]:
-                    waiting.remove(unit)
                     error = next((finished[n] for n in unit.needs if finished[n]), None)
+                    if error is None and len(in_flight) >= self.pool.slots():
+                        break
+                    waiting.remove(unit)
                     if error is None:
                         submit(unit, 0)
                         continue

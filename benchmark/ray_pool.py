@@ -63,13 +63,19 @@ class RayPool:
             except ConnectionError as exc:
                 raise UserError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
             self._started = True
-        self._threads = max(1, int(cpus))
+        self._threads, self._cpus, self._gpus = max(1, int(cpus)), cpus, gpus
         self._task = ray.remote(_in_worker).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
         try:
             check_visible(out, probe)
         except BaseException:
             self.close()
             raise
+
+    def slots(self) -> int:
+        """Tasks of this size the cluster holds now (it may grow or shrink while the grid runs)."""
+        total = ray.cluster_resources()
+        fits = [total.get("CPU", 0) // self._cpus] + ([total.get("GPU", 0) // self._gpus] if self._gpus else [])
+        return max(1, int(min(fits)))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> ray.ObjectRef:
         return self._task.remote(self._threads, fn, *args)
