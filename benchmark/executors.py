@@ -10,9 +10,10 @@ worker idle while another trains the round, and could let targets take rounds in
 sequential run does; a chain costs only the parallelism between targets of one lottery path.
 
 `GraphExecutor` submits the units whose dependencies have finished, in grid order and as many as the pool
-has slots for, yields each cell's record as it arrives (the driver writes it to the store), and runs a unit again when its worker was lost (`retries`),
-else records its cells as failed; the grid goes on. A pool is the only engine-specific part: a third
-engine is one small class with `slots`, `submit`, `wait`, `result` and `close` (the `Pool` protocol).
+has slots for; yields each cell's record as it arrives (the driver writes it to the store); and runs a unit
+again when its worker was lost (`retries`), else records its cells as failed: the grid goes on. A pool is
+the only engine-specific part: a third engine is one small class with `slots`, `submit`, `wait`, `result`
+and `close` (the `Pool` protocol).
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ from results.record import RunRecord
 from results.store import Store
 from tests.conftest import smoke_config
 
-CELLS = cells_of(smoke_config(), ["hydra", "lwm"], [0.9, 0.95], [0, 1])  # 2 dense + 2 x 2 x 2 cells
+# 2 dense + 2 x 2 x 2 cells; without the self-checks and the eps sweep (three quarters of a smoke cell's time)
+FAST = smoke_config(**{"eval.checks": False, "eval.eps_sweep": [1.0]})
+CELLS = cells_of(FAST, ["hydra", "lwm"], [0.9, 0.95], [0, 1])
 
 
 def env_at(out: Path) -> Environment:
@@ -50,7 +52,7 @@ def test_cells_that_need_one_pretrained_model_wait_for_one_pretraining(tmp_path)
 
 
 def test_lottery_targets_on_one_path_form_a_chain_so_no_round_is_trained_twice(tmp_path):
-    cells = cells_of(smoke_config(), ["lottery", "lwm"], [0.9, 0.95, 0.99], [0])
+    cells = cells_of(FAST, ["lottery", "lwm"], [0.9, 0.95, 0.99], [0])
     units = {(u.cfg.method, u.cfg.sparsity): u for u in plan(cells, env_at(tmp_path)) if not u.pretrain}
     assert units["lottery", 0.95].needs[1:] == [units["lottery", 0.9]]
     assert units["lottery", 0.99].needs[1:] == [units["lottery", 0.95]]
@@ -197,7 +199,7 @@ def dying_once(victim: str, marker: Path) -> Callable[[RunConfig, Environment], 
     return cell
 
 
-@pytest.mark.parametrize("retries", [0, 1])
+@pytest.mark.parametrize("retries", [0, pytest.param(1, marks=pytest.mark.slow)])  # the graph test retries too
 def test_a_worker_killed_mid_cell_fails_or_retries_only_its_cell_and_a_rerun_finishes_it(
         ray_cluster, sequential, tmp_path, monkeypatch, retries):
     cells = CELLS[:1] + [c for c in CELLS[:5] if c.method == "lwm"]  # seed 0: dense, lwm at 90 and 95%
