@@ -120,7 +120,8 @@ class GraphExecutor:
         self.running = 0
 
     def map(self, fn: CellFn, cells: list[RunConfig], env: Environment) -> Iterator[RunRecord]:
-        env = dataclasses.replace(env, out=env.out.resolve())  # workers may start elsewhere
+        env = dataclasses.replace(env, out=env.out.resolve(),  # workers may start in another folder
+                                  data_dir=env.data_dir.resolve() if env.data_dir else None)
         progress = Progress(env.quiet)
         waiting = plan(cells, env)
         finished: dict[Unit, str | None] = {}  # a finished pretraining's error (None: ok); cells map to None
@@ -133,16 +134,17 @@ class GraphExecutor:
 
         try:
             while waiting or in_flight:
+                room = self.pool.slots() - len(in_flight)
                 for unit in [u for u in waiting if all(n in finished for n in u.needs)]:
                     error = next((finished[n] for n in unit.needs if finished[n]), None)
-                    if error is None and len(in_flight) >= self.pool.slots():
+                    if error is None and room <= 0:
                         break
+                    room -= error is None
                     waiting.remove(unit)
                     if error is None:
                         submit(unit, 0)
-                        continue
-                    finished[unit] = None if not unit.pretrain else error
-                    if not unit.pretrain:  # its pretraining failed: the cell cannot start
+                    else:  # a cell whose pretraining failed cannot start (a pretraining needs nothing)
+                        finished[unit] = None
                         yield record_for(unit.cfg, env, status="failed", error=error)
                 if not in_flight:  # what is waiting became ready just now
                     continue
@@ -157,7 +159,7 @@ class GraphExecutor:
                                          f"(retry {attempt + 1} of {self.retries})")
                             submit(unit, attempt + 1)
                             continue
-                        outcome = (f"worker lost: {lost}" if unit.pretrain else
+                        outcome = (f"pretraining failed: worker lost: {lost}" if unit.pretrain else
                                    record_for(unit.cfg, env, status="failed", error=f"worker lost: {lost}"))
                     finished[unit] = outcome if unit.pretrain else None
                     if not unit.pretrain:

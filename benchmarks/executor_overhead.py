@@ -1,6 +1,6 @@
 """The Ray executor against the local one: its overhead per cell, and what a second CPU worker buys.
 
-    python -m benchmarks.executor_overhead [--repeats 3] [--skip-quick]
+    python -m benchmarks.executor_overhead [--parts smoke quick] [--repeats 3] [--quick-repeats 1]
 
 1. Overhead: 4 smoke cells (lwm and random at 90 and 99%, digits, seed 0) run by the local executor and by
    Ray with one slot (one task at a time, cpus-per-cell 1), interleaved; (ray - local) / 4 per cell.
@@ -92,8 +92,10 @@ def compare(label: str, cells: list[RunConfig], variants: dict[str, Callable[[Pa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-quick", action="store_true", help="only the smoke overhead")
+    parser.add_argument("--parts", nargs="+", choices=("smoke", "quick"), default=["smoke", "quick"])
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of the smoke comparison")
+    parser.add_argument("--quick-repeats", type=int, default=1,
+                        help="repetitions of the quick comparison (minutes each on a 2-core CPU)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # the local executor's cell gets one thread, as a Ray task with cpus-per-cell 1
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
@@ -103,12 +105,15 @@ def main() -> None:
     ray.get([ray.remote(num_cpus=1)(lambda: __import__("torch").__version__).remote() for _ in range(2)])
     print(f"Ray start-up (runtime and two workers with torch imported): {time.perf_counter() - started:.1f} s")
 
-    smoke = grid("smoke")
-    times = compare("smoke, 4 cells", smoke, {"local": lambda out: None, "ray 1 slot": one}, args.repeats)
-    overhead = [(r - loc) / len(smoke) for r, loc in zip(times["ray 1 slot"], times["local"], strict=True)]
-    print(f"ray overhead per smoke cell: median {statistics.median(overhead):.2f} s, min {min(overhead):.2f} s")
-    if not args.skip_quick:
-        quick = compare("quick, 4 cells", grid("quick"), {"ray 1 slot": one, "ray 2 slots": two}, args.repeats)
+    if "smoke" in args.parts:
+        smoke = grid("smoke")
+        times = compare("smoke, 4 cells", smoke, {"local": lambda out: None, "ray 1 slot": one}, args.repeats)
+        overhead = [(r - loc) / len(smoke) for r, loc in zip(times["ray 1 slot"], times["local"], strict=True)]
+        print(f"ray overhead per smoke cell: median {statistics.median(overhead):.2f} s, min {min(overhead):.2f} s "
+              "(the first repetition's includes the workers' first imports and data loading)")
+    if "quick" in args.parts:
+        quick = compare("quick, 4 cells", grid("quick"), {"ray 1 slot": one, "ray 2 slots": two},
+                        args.quick_repeats)
         speedup = [a / b for a, b in zip(quick["ray 1 slot"], quick["ray 2 slots"], strict=True)]
         print(f"2 workers against 1: median speed-up {statistics.median(speedup):.2f}x, min {min(speedup):.2f}x")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")

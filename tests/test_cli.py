@@ -129,6 +129,11 @@ device: cpu
 workers: 0
 quiet: true
 dry_run: true
+executor: ray
+ray_address: auto
+gpus_per_cell: 0
+cpus_per_cell: 1
+retries: 0
 finetune: {{epochs: 2}}
 admm.rho: 0.5
 """)
