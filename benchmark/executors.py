@@ -185,5 +185,7 @@ def ray_executor(opts: RunOptions, device: str) -> GraphExecutor:
     from benchmark.ray_pool import RayPool
 
     gpus = opts.gpus_per_cell if opts.gpus_per_cell is not None else float(device == "cuda")
+    if gpus > 1 and gpus != int(gpus):
+        raise UserError(f"--gpus-per-cell above 1 must be a whole number (Ray's rule), got {gpus:g}")
     pool = RayPool(opts.ray_address, cpus=opts.cpus_per_cell or 1, gpus=gpus, out=opts.out.resolve())
     return GraphExecutor(pool, retries=opts.retries or 0)
