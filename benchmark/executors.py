@@ -122,50 +122,72 @@ class GraphExecutor:
     def map(self, fn: CellFn, cells: list[RunConfig], env: Environment) -> Iterator[RunRecord]:
         env = dataclasses.replace(env, out=env.out.resolve(),  # workers may start in another folder
                                   data_dir=env.data_dir.resolve() if env.data_dir else None)
-        progress = Progress(env.quiet)
-        waiting = plan(cells, env)
-        finished: dict[Unit, str | None] = {}  # a finished pretraining's error (None: ok); cells map to None
-        in_flight: dict[Any, tuple[Unit, int]] = {}  # handle -> (unit, attempt)
-
-        def submit(unit: Unit, attempt: int) -> None:
-            task = (execute_pretrain, unit.cfg, env) if unit.pretrain else (fn, unit.cfg, env)
-            in_flight[self.pool.submit(*task)] = (unit, attempt)
-            self.running += not unit.pretrain
-
+        run = _Run(self, fn, env, plan(cells, env))
         try:
-            while waiting or in_flight:
-                room = self.pool.slots() - len(in_flight)
-                for unit in [u for u in waiting if all(n in finished for n in u.needs)]:
-                    error = next((finished[n] for n in unit.needs if finished[n]), None)
-                    if error is None and room <= 0:
-                        break
-                    room -= error is None
-                    waiting.remove(unit)
-                    if error is None:
-                        submit(unit, 0)
-                    else:  # a cell whose pretraining failed cannot start (a pretraining needs nothing)
-                        finished[unit] = None
-                        yield record_for(unit.cfg, env, status="failed", error=error)
-                if not in_flight:  # what is waiting became ready just now
-                    continue
-                for handle in self.pool.wait(list(in_flight)):
-                    unit, attempt = in_flight.pop(handle)
-                    self.running -= not unit.pretrain
-                    try:
-                        outcome = self.pool.result(handle)
-                    except WorkerLost as lost:
-                        if attempt < self.retries:
-                            progress.say(f"{unit.name}: worker lost ({lost}); running it again "
-                                         f"(retry {attempt + 1} of {self.retries})")
-                            submit(unit, attempt + 1)
-                            continue
-                        outcome = (f"pretraining failed: worker lost: {lost}" if unit.pretrain else
-                                   record_for(unit.cfg, env, status="failed", error=f"worker lost: {lost}"))
-                    finished[unit] = outcome if unit.pretrain else None
-                    if not unit.pretrain:
-                        yield outcome
+            while run.waiting or run.in_flight:
+                arrived = run.start_ready()
+                if run.in_flight:
+                    arrived += run.collect()
+                    arrived += run.start_ready()  # the freed slots are filled before the records are reported
+                yield from arrived
         finally:
             self.pool.close()
+
+
+class _Run:
+    """The state of one `GraphExecutor.map`: units waiting, in flight (handle -> unit, attempt), finished
+    (a pretraining's error or None; a cell's None)."""
+
+    def __init__(self, executor: GraphExecutor, fn: CellFn, env: Environment, units: list[Unit]) -> None:
+        self.executor, self.fn, self.env = executor, fn, env
+        self.waiting = units
+        self.in_flight: dict[Any, tuple[Unit, int]] = {}
+        self.finished: dict[Unit, str | None] = {}
+        self.progress = Progress(env.quiet)
+
+    def start_ready(self) -> list[RunRecord]:
+        """Submit the units whose needs have finished, in plan order, while the pool has room; return the
+        failed records of cells whose pretraining failed (they never start)."""
+        blocked, room = [], self.executor.pool.slots() - len(self.in_flight)
+        for unit in [u for u in self.waiting if all(n in self.finished for n in u.needs)]:
+            error = next((self.finished[n] for n in unit.needs if self.finished[n]), None)
+            if error is None and room <= 0:
+                break
+            self.waiting.remove(unit)
+            if error is None:
+                self.submit(unit, 0)
+                room -= 1
+            else:  # a pretraining needs nothing, so this is a cell
+                self.finished[unit] = None
+                blocked.append(record_for(unit.cfg, self.env, status="failed", error=error))
+        return blocked
+
+    def submit(self, unit: Unit, attempt: int) -> None:
+        fn = execute_pretrain if unit.pretrain else self.fn
+        self.in_flight[self.executor.pool.submit(fn, unit.cfg, self.env)] = (unit, attempt)
+        self.executor.running += not unit.pretrain
+
+    def collect(self) -> list[RunRecord]:
+        """Wait for some units to finish; return the records of the cells among them. A lost worker's unit
+        runs again while it has retries left, else it fails (a pretraining's error fails its cells)."""
+        records = []
+        for handle in self.executor.pool.wait(list(self.in_flight)):
+            unit, attempt = self.in_flight.pop(handle)
+            self.executor.running -= not unit.pretrain
+            try:
+                outcome = self.executor.pool.result(handle)
+            except WorkerLost as lost:
+                if attempt < self.executor.retries:
+                    self.progress.say(f"{unit.name}: worker lost ({lost}); running it again "
+                                      f"(retry {attempt + 1} of {self.executor.retries})")
+                    self.submit(unit, attempt + 1)
+                    continue
+                outcome = (f"pretraining failed: worker lost: {lost}" if unit.pretrain else
+                           record_for(unit.cfg, self.env, status="failed", error=f"worker lost: {lost}"))
+            self.finished[unit] = outcome if unit.pretrain else None
+            if not unit.pretrain:
+                records.append(outcome)
+        return records
 
 
 def ray_device(device: str, gpus_per_cell: float | None) -> str:
