@@ -160,6 +160,15 @@ def pick_device(choice: str) -> str:
     return choice
 
 
+def device_of(opts: RunOptions) -> str:
+    """Where cells train: --device, or with --executor ray a GPU when each task gets one."""
+    if opts.executor != "ray":
+        return pick_device(opts.device)
+    from benchmark.executors import ray_device
+
+    return ray_device(opts.device, opts.gpus_per_cell)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from benchmark import runner
     from benchmark.grid import resolve
@@ -167,9 +176,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from results.store import Store
 
     spec, opts = options_of(args)
+    opts.check_executor()
     grid = resolve(spec)
-    device = pick_device(opts.device)
+    device = device_of(opts)
     if opts.ddp:
+        if opts.executor == "ray":
+            raise UserError("--ddp trains one cell on the processes torchrun starts; it does not combine with "
+                            "--executor ray")
         device = distributed.init_from_env(device)
     try:
         main = distributed.is_main()
@@ -184,9 +197,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"{cfg.key()}  {cfg.dataset} {cfg.arch} {cfg.objective} {cfg.method:>8} "
                       f"sparsity {cfg.sparsity:<5g} seed {cfg.seed}: {runner.phase_status(cfg, env, store)}")
             return 0
-        if runner.pending(grid.cells, store):  # a finished grid loads no data
+        executor = None
+        if runner.pending(grid.cells, store):  # a finished grid loads no data and starts no executor
             runner.check_inputs(grid.base, env)
-        records = runner.run_grid(grid.cells, env, store)
+            if opts.executor == "ray":
+                from benchmark.executors import ray_executor
+
+                executor = ray_executor(opts, env.device)
+        records = runner.run_grid(grid.cells, env, store, executor)
         if not main:  # rank 0 reports
             return 0
         print(report_of_run(records, opts.out / "report"))

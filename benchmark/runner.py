@@ -2,8 +2,8 @@
 
 A cell is one run (dataset x arch x objective x method x sparsity x seed). `run_cell` needs only the cell's
 effective config and the folders it reads and writes; it never touches the store. The driver (`run_grid`)
-decides what is left to do, hands cells to an executor (sequential, in-process here; replaceable by a
-distributed one), and is the only writer of the store (DESIGN.md, property 11).
+decides what is left to do, hands cells to an executor (`SequentialExecutor`, in-process, or one of
+benchmark/executors.py, e.g. on Ray), and is the only writer of the store (DESIGN.md, property 11).
 
 Files, under --out:
   runs.db                       the store
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -329,22 +329,51 @@ def execute_cell(cfg: RunConfig, env: Environment) -> RunRecord:
     except Exception as exc:
         if distributed.active():
             raise
-        log = run_dir(env, cfg) / "log.txt"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            f.write(traceback.format_exc())
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return record_for(cfg, env, status="failed", error=f"{type(exc).__name__}: {message}")
+        return record_for(cfg, env, status="failed", error=_logged_failure(exc, run_dir(env, cfg) / "log.txt"))
+
+
+def execute_pretrain(cfg: RunConfig, env: Environment) -> str | None:
+    """Pretraining as a unit of work of its own, for an executor that runs it before the cells that need it
+    (`_train` would otherwise do it, the same way, in the first cell of the pretrain key). Returns None, or
+    the error (its traceback goes to the pretrained model's log)."""
+    try:
+        ensure_pretrained(cfg, env, Progress(env.quiet))
+    except Exception as exc:
+        return f"pretraining failed: {_logged_failure(exc, pretrained_dir(env, cfg) / 'log.txt')}"
+    return None
+
+
+def _logged_failure(exc: Exception, log: Path) -> str:
+    """Append the traceback being handled to `log`; return the error as one line."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as f:
+        f.write(traceback.format_exc())
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {message}"
 
 
 # ------------------------------------------------------------------------------------------------- the grid
 
 
-class SequentialExecutor:
-    """Runs cells one after another in this process. Any executor with the same `map` can replace it."""
+CellFn = Callable[[RunConfig, Environment], RunRecord]
 
-    def map(self, fn: Callable[[RunConfig, Environment], RunRecord], cells: list[RunConfig],
-            env: Environment) -> Iterator[RunRecord]:
+
+class Executor(Protocol):
+    """What the driver needs of an executor (benchmark/executors.py has the graph executor and its pools)."""
+
+    running: int  # cells started and not finished, for the progress line
+
+    def map(self, fn: CellFn, cells: list[RunConfig], env: Environment) -> Iterator[RunRecord]:
+        """Run fn on every cell, each one exactly once, and yield each record as it arrives, in any order."""
+        ...
+
+
+class SequentialExecutor:
+    """Runs cells one after another in this process (the first cell of a pretrain key trains it)."""
+
+    running = 0
+
+    def map(self, fn: CellFn, cells: list[RunConfig], env: Environment) -> Iterator[RunRecord]:
         for cfg in cells:
             yield fn(cfg, env)
 
@@ -358,22 +387,39 @@ def pending(cells: list[RunConfig], store: Store) -> list[RunConfig]:
 
 
 def run_grid(cells: list[RunConfig], env: Environment, store: Store,
-             executor: SequentialExecutor | None = None) -> list[RunRecord]:
+             executor: Executor | None = None) -> list[RunRecord]:
     """Run every cell not already done; write each record as it arrives. Returns all the grid's records."""
     executor = executor or SequentialExecutor()
     todo = pending(cells, store)
     progress = Progress(env.quiet)
     progress.say(f"{len(cells)} cells, {len(cells) - len(todo)} already done, {len(todo)} to run")
+    started, failed = time.perf_counter(), 0
     for i, record in enumerate(executor.map(execute_cell, todo, env), 1):
         if distributed.is_main():
             store.put(record)
+        failed += record.status != "done"
         verified = record.value(BEST, "verified_acc", eps_multiple=1.0)
         outcome = record.status if record.status != "done" else (
             f"clean {record.value('clean'):.3f} worst-case robust {record.value(WORST):.3f}"
             + (f" verified {verified:.3f}" if verified is not None else ""))
-        progress.say(f"[{i}/{len(todo)}] {record.method} sparsity {record.sparsity:g} seed {record.seed}: "
+        counts = tally(i - failed, failed, executor.running, len(todo) - i, time.perf_counter() - started)
+        progress.say(f"[{counts}] {record.method} sparsity {record.sparsity:g} seed {record.seed}: "
                      f"{outcome}" + (f" ({record.error})" if record.error else ""))
     return [store.get(cfg.key()) for cfg in cells]
+
+
+def tally(done: int, failed: int, running: int, unfinished: int, elapsed: float) -> str:
+    """The progress line's counts (left: not started); the ETA assumes the unfinished cells go at the pace
+    of those finished so far, which counts the executor's parallelism in."""
+    finished = done + failed
+    eta = f", ETA {_duration(elapsed / finished * unfinished)}" if finished and unfinished else ""
+    return f"{done} done, {running} running, {failed} failed, {unfinished - running} left{eta}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
 
 
 def phase_status(cfg: RunConfig, env: Environment, store: Store) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.core.config import BUDGETS, setting
+from benchmark.core.errors import UserError
 from benchmark.core.overrides import check_value, flatten, from_text
 
 
@@ -59,6 +60,25 @@ class RunOptions:
                                     "`torchrun --nproc-per-node N -m benchmark run ...`")
     channels_last: bool = setting(False, help="train in the channels-last memory format (speed only)")
     compile: bool = setting(False, help="torch.compile the model for training (speed only)")
+    executor: str = setting("local", choices=("local", "ray"),
+                            help="run cells in this process one after another, or as Ray tasks")
+    ray_address: str | None = setting(None, help="join a running Ray cluster: auto or HOST:PORT (default: start "
+                                                 "a local Ray runtime); --executor ray only")
+    gpus_per_cell: float | None = setting(None, minimum=0, help="GPUs each Ray task asks for, may be a fraction "
+                                                                "(default: 1 when CUDA is present, else 0)")
+    cpus_per_cell: int | None = setting(None, minimum=1, help="CPUs each Ray task asks for, and its torch "
+                                                              "threads (default: 1)")
+    retries: int | None = setting(None, minimum=0, help="times a unit whose Ray worker died is run again "
+                                                        "(default: 0: its cells are recorded as failed)")
+
+    def check_executor(self) -> None:
+        """The Ray options mean nothing to the local executor: say so rather than ignore them."""
+        given = [f"--{n.replace('_', '-')}" for n in RAY_OPTIONS if getattr(self, n) is not None]
+        if self.executor != "ray" and given:
+            raise UserError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --executor ray")
+
+
+RAY_OPTIONS = ("ray_address", "gpus_per_cell", "cpus_per_cell", "retries")
 
 
 def option_fields(cls: type) -> dict[str, dataclasses.Field]:

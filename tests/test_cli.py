@@ -136,6 +136,11 @@ dry_run: true
 ddp: false
 channels_last: false
 compile: false
+executor: ray
+ray_address: auto
+gpus_per_cell: 0
+cpus_per_cell: 1
+retries: 0
 finetune: {{epochs: 2}}
 admm.rho: 0.5
 """)
