@@ -97,9 +97,9 @@ def _table(section: Section, table: Table) -> str:
     rows = []
     for position, (label, row) in enumerate(frame.iterrows()):
         cells = [f"<td>{escape(str(label))}</td>"]
-        for column, value in row.items():
+        for j, (column, value) in enumerate(row.items()):  # by position: a table may repeat a label ("0%")
             text = escape(str(value))
-            strong = bool(bold.iloc[position][column]) if column in bold.columns else False
+            strong = j < bold.shape[1] and bold.columns[j] == column and bool(bold.iat[position, j])
             css = ' class="published"' if column == "published" else ""
             cells.append(f"<td{css}>{f'<strong>{text}</strong>' if strong else text}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")

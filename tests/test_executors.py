@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from benchmark import runner
 from benchmark.core.config import RunConfig
@@ -153,7 +154,12 @@ def ray_cluster():
 def sequential(tmp_path_factory) -> dict[str, RunRecord]:
     """The grid run by the sequential executor: the reference every Ray run must match exactly."""
     out = tmp_path_factory.mktemp("sequential")
-    return {r.key: r for r in run_grid(CELLS, env_at(out), Store(out / "runs.db"))}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray task (--cpus-per-cell 1): another thread count sums in another order
+    try:
+        return {r.key: r for r in run_grid(CELLS, env_at(out), Store(out / "runs.db"))}
+    finally:
+        torch.set_num_threads(threads)
 
 
 def on_ray(ray_pool, out: Path, retries: int = 0) -> GraphExecutor:

@@ -67,15 +67,19 @@ def versions(out: Path, pattern: str) -> set[tuple[Path, int]]:
     return found
 
 
-def run_until_killed(out: Path, extra: list[str], pattern: str, delay: float) -> bool:
-    """Start the grid, SIGKILL it `delay` seconds after a file matching `pattern` is written. False if it finished
-    first."""
+def run_until_killed(out: Path, extra: list[str], pattern: str, delay: float, before_next: str | None = None) -> bool:
+    """Start the grid, SIGKILL it `delay` seconds after a file matching `pattern` is written, or sooner if a file
+    of the next kill point (`before_next`) appears meanwhile, so that a fast machine cannot run past it. False if
+    it finished first."""
     before = versions(out, pattern)
+    later = versions(out, before_next) if before_next else set()
     process = start(out, extra)
     try:
         while process.poll() is None:
             if versions(out, pattern) - before:
-                time.sleep(delay)
+                deadline = time.perf_counter() + delay
+                while time.perf_counter() < deadline and not (before_next and versions(out, before_next) - later):
+                    time.sleep(0.002)
                 process.send_signal(signal.SIGKILL)
                 return process.wait(timeout=60) == -signal.SIGKILL
             time.sleep(0.005)
@@ -135,7 +139,8 @@ def test_a_grid_killed_in_every_phase_ends_exactly_as_a_fresh_run(tmp_path):
     fresh, killed = tmp_path / "fresh", tmp_path / "killed"
     run_to_completion(fresh, FAST)
     rng = random.Random(14)
-    kills = [run_until_killed(killed, FAST, pattern, rng.uniform(0.0, MAX_DELAY_S)) for pattern in KILL_POINTS]
+    kills = [run_until_killed(killed, FAST, pattern, rng.uniform(0.0, MAX_DELAY_S), following)
+             for pattern, following in zip(KILL_POINTS, [*KILL_POINTS[1:], None], strict=True)]
     assert sum(kills) >= len(KILL_POINTS) - 1, f"the grid finished before most kill points: {kills}"
     run_to_completion(killed, FAST)
     assert_same_results(killed, fresh)

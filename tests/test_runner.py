@@ -194,7 +194,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(tmp_path):
 
     from results.store import ADDED_IN, COLUMNS
 
-    old_columns = [name for name in COLUMNS if name not in ADDED_IN[2] + ADDED_IN[3]]
+    old_columns = [name for name in COLUMNS if not any(name in added for added in ADDED_IN.values())]
     db = sqlite3.connect(tmp_path / "runs.db")
     db.execute(f"CREATE TABLE runs ({', '.join(f'{n} {COLUMNS[n]}' for n in old_columns)})")
     db.execute("INSERT INTO runs (key, method, status, metrics) VALUES ('k', 'lwm', 'done', '{\"pgd_acc\": 0.5}')")
