@@ -288,6 +288,17 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+def _resnet_stages(block: type[nn.Module], blocks: Sequence[int]) -> list[nn.Sequential]:
+    """The four stages of a CIFAR ResNet-18-style body after a 64-channel stem: widths 64-512, the first block
+    of each later stage striding 2."""
+    stages, ch = [], 64
+    for width, stride, count in zip((64, 128, 256, 512), (1, 2, 2, 2), blocks, strict=True):
+        stages.append(nn.Sequential(*(block(ch if i == 0 else width, width, stride if i == 0 else 1)
+                                      for i in range(count))))
+        ch = width
+    return stages
+
+
 class CifarResNet(nn.Module):
     """ResNet for 32x32 inputs: 3x3 stem, no max-pool."""
 
@@ -296,18 +307,10 @@ class CifarResNet(nn.Module):
         self.conv1 = _conv3x3(in_ch, 64)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=False)
-        ch = 64
-        layers: list[nn.Module] = []
-        for width, stride, count in zip((64, 128, 256, 512), (1, 2, 2, 2), blocks, strict=True):
-            stage = []
-            for i in range(count):
-                stage.append(BasicBlock(ch, width, stride if i == 0 else 1))
-                ch = width
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.layer1, self.layer2, self.layer3, self.layer4 = _resnet_stages(BasicBlock, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(ch, num_classes)
+        self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -351,18 +354,10 @@ class PreActResNet(nn.Module):
     def __init__(self, in_ch: int, num_classes: int, blocks: Sequence[int] = (2, 2, 2, 2)) -> None:
         super().__init__()
         self.conv1 = _conv3x3(in_ch, 64)
-        ch = 64
-        layers: list[nn.Module] = []
-        for width, stride, count in zip((64, 128, 256, 512), (1, 2, 2, 2), blocks, strict=True):
-            stage = []
-            for i in range(count):
-                stage.append(PreActBlock(ch, width, stride if i == 0 else 1))
-                ch = width
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.layer1, self.layer2, self.layer3, self.layer4 = _resnet_stages(PreActBlock, blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten()
-        self.fc = nn.Linear(ch, num_classes)
+        self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
