@@ -22,6 +22,7 @@ from benchmark.core.presets import PRESETS, PresetContext
 from benchmark.evaluation import verification
 from benchmark.evaluation.evaluators import TORCHATTACKS, get_evaluator, torchattacks_norm
 from benchmark.spec import GridSpec
+from benchmark.training.loop import Phase
 from benchmark.training.objectives import OBJECTIVES
 from methods import METHODS, build_pruner
 
@@ -72,9 +73,15 @@ def cells_of(base: RunConfig, methods: list[str], sparsities: list[float], seeds
 
 def planned_epochs(cfg: RunConfig) -> int:
     """The epochs a cell trains beyond the shared pretraining: its pruner's phases, then the finetune."""
-    if cfg.method == DENSE:
-        return 0
-    return sum(phase.settings.epochs for phase in build_pruner(cfg.method, cfg).phases()) + cfg.finetune.epochs
+    return _planned(cfg, _pruner_phases(cfg))
+
+
+def _pruner_phases(cfg: RunConfig) -> list[Phase]:
+    return [] if cfg.method == DENSE else build_pruner(cfg.method, cfg).phases()
+
+
+def _planned(cfg: RunConfig, phases: list[Phase]) -> int:
+    return 0 if cfg.method == DENSE else sum(p.settings.epochs for p in phases) + cfg.finetune.epochs
 
 
 def equal_passes(cells: list[RunConfig]) -> list[RunConfig]:
@@ -87,18 +94,20 @@ def equal_passes(cells: list[RunConfig]) -> list[RunConfig]:
     marked `budget="equal-passes"`, a view of its own in the store and the report (the dense model included,
     whose pretraining stays shared).
     """
+    phases = [_pruner_phases(cfg) for cfg in cells]
+    planned = [_planned(cfg, p) for cfg, p in zip(cells, phases, strict=True)]
     target: dict[tuple[float, int], int] = {}
-    for cfg in cells:
-        target[cfg.sparsity, cfg.seed] = max(target.get((cfg.sparsity, cfg.seed), 0), planned_epochs(cfg))
-    return [_raised_to(cfg.replace(budget="equal-passes"), target[cfg.sparsity, cfg.seed]) for cfg in cells]
+    for cfg, epochs in zip(cells, planned, strict=True):
+        target[cfg.sparsity, cfg.seed] = max(target.get((cfg.sparsity, cfg.seed), 0), epochs)
+    return [_raised_to(cfg.replace(budget="equal-passes"), len(p), e, target[cfg.sparsity, cfg.seed])
+            for cfg, p, e in zip(cells, phases, planned, strict=True)]
 
 
-def _raised_to(cfg: RunConfig, epochs: int) -> RunConfig:
-    planned = planned_epochs(cfg)
+def _raised_to(cfg: RunConfig, phases: int, planned: int, epochs: int) -> RunConfig:
+    """cfg with `epochs` in all: its `phases` pruner phases (sharing their group's epochs) and the finetune."""
     if cfg.method == DENSE or planned >= epochs:
         return cfg
     group = METHODS.get(cfg.method).settings_group
-    phases = len(build_pruner(cfg.method, cfg).phases())
     if group is not None and phases:
         own = cfg.settings_of(group.name).epochs
         raised = max(own, round(own * epochs / planned))
