@@ -90,23 +90,26 @@ def equal_passes(cells: list[RunConfig]) -> list[RunConfig]:
     All of a grid's methods train with the same objective, batch size and examples, so an epoch costs the same
     forward and backward passes in each, and equal epochs are equal passes. A method's extra epochs are spread
     over its own phases and the finetune in proportion to their preset lengths (HYDRA's prune and finetune
-    grow alike); one without phases of its own (LWM, random) gets them all in the finetune. The cells are
-    marked `budget="equal-passes"`, a view of its own in the store and the report (the dense model included,
-    whose pretraining stays shared).
+    grow alike); one without phases of its own (LWM, random) gets them all in the finetune. A raised cell is
+    marked `budget="equal-passes"`, a run of its own in the store. A cell the view leaves as it was (the dense
+    model, and the costliest method: lottery in practice) keeps its preset key, so it is the same run as in
+    the preset view and is not trained twice; the report counts it in both views (`results.frame`).
     """
     phases = [_pruner_phases(cfg) for cfg in cells]
     planned = [_planned(cfg, p) for cfg, p in zip(cells, phases, strict=True)]
     target: dict[tuple[float, int], int] = {}
     for cfg, epochs in zip(cells, planned, strict=True):
         target[cfg.sparsity, cfg.seed] = max(target.get((cfg.sparsity, cfg.seed), 0), epochs)
-    return [_raised_to(cfg.replace(budget="equal-passes"), len(p), e, target[cfg.sparsity, cfg.seed])
+    return [_raised_to(cfg, len(p), e, target[cfg.sparsity, cfg.seed])
             for cfg, p, e in zip(cells, phases, planned, strict=True)]
 
 
 def _raised_to(cfg: RunConfig, phases: int, planned: int, epochs: int) -> RunConfig:
-    """cfg with `epochs` in all: its `phases` pruner phases (sharing their group's epochs) and the finetune."""
+    """cfg with `epochs` in all, its `phases` pruner phases (sharing their group's epochs) and the finetune, and
+    marked as the equal-passes view's; cfg itself where nothing is raised."""
     if cfg.method == DENSE or planned >= epochs:
         return cfg
+    cfg = cfg.replace(budget="equal-passes")
     group = METHODS.get(cfg.method).settings_group
     if group is not None and phases:
         own = cfg.settings_of(group.name).epochs

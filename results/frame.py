@@ -21,6 +21,7 @@ import pandas as pd
 
 from results.cost import method_cost
 from results.record import WORST, RunRecord
+from results.report_format import DENSE
 
 COLUMNS = [
     "dataset",
@@ -113,11 +114,33 @@ def flags_of(record: RunRecord) -> str | None:
 
 
 def table_groups(frame: pd.DataFrame) -> Iterator[tuple[TableKey, pd.DataFrame]]:
-    """Split the frame by table key; missing key parts become "unknown" rather than vanish."""
+    """Split the frame by table key; missing key parts become "unknown" rather than vanish. A preset run that the
+    equal-passes view shares (see `_in_equal_passes_view`) is in the groups of both views."""
     keys = frame[KEY_COLUMNS].astype(object).where(frame[KEY_COLUMNS].notna(), "unknown").astype(str)
     other_pretrain = frame["pretrain_objective"].notna() & (frame["pretrain_objective"] != frame["objective"])
     keys.loc[other_pretrain, "objective"] = (keys["objective"] + " on " + frame["pretrain_objective"].astype(str)
                                              + "-pretrained")
+    shared = _in_equal_passes_view(frame, keys)
     keys.loc[frame["budget"] == "equal-passes", "objective"] += ", equal passes"  # the equal-compute view
-    for key, group in frame.groupby([keys[c] for c in KEY_COLUMNS], sort=True):
+    view = keys[shared].copy()
+    view["objective"] += ", equal passes"
+    frame, keys = pd.concat([frame, frame[shared]]), pd.concat([keys, view])  # the index stays the record's position
+    for key, group in frame.groupby([keys[c].to_numpy() for c in KEY_COLUMNS], sort=True):
         yield tuple(key), group  # type: ignore[misc]
+
+
+def _in_equal_passes_view(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.Series:
+    """The preset runs that belong to an equal-passes view as well: `benchmark.grid.equal_passes` leaves the cells
+    it does not raise (the dense model and the costliest method) under their preset key, so one run serves both
+    views. Such a run is the dense model of a seed the view has, or a method the view has no run of at a
+    sparsity and seed where the view's runs trained exactly its epochs (same table key and preset throughout)."""
+    equal = frame["budget"] == "equal-passes"
+    if not equal.any():
+        return equal
+    seed = pd.concat([keys[KEY_COLUMNS], frame[["preset", "seed"]].astype(str)], axis=1).agg("|".join, axis=1)
+    cell = seed + "|" + frame["sparsity"].astype(str)
+    view_epochs = frame["cost_epochs"][equal].groupby(cell[equal]).max()
+    in_view = (cell + "|" + frame["method"]).isin(set((cell + "|" + frame["method"])[equal]))
+    dense = (frame["method"] == DENSE) & seed.isin(set(seed[equal]))
+    costliest = ~in_view & (cell.map(view_epochs) == frame["cost_epochs"])
+    return ~equal & (dense | costliest)
