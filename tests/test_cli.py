@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from benchmark.cli import main
+from benchmark.cli import main, parse_settings
+from benchmark.grid import resolve
+from benchmark.spec import spec_from
 from methods import METHODS
 
 
@@ -197,3 +199,11 @@ def test_a_finished_grid_prints_its_report_without_rewriting_it(tmp_path, capsys
     assert main(argv) == 0 and (tmp_path / "report" / "index.html").exists()
     written = png.stat().st_mtime_ns
     assert main(["report", "--out", str(tmp_path)]) == 0 and png.stat().st_mtime_ns > written
+
+
+def test_a_float_setting_takes_exponent_notation_without_a_dot():
+    """YAML reads `1e-3` (no dot) as text; the setting still gets the number a user wrote."""
+    spec, _ = spec_from({"data": "digits", "methods": ["hydra"], "sparsity": [0.9],
+                         **parse_settings(["hydra.lr=1e-3", "finetune.lr=5E-4"])}, "test")
+    cfg = next(c for c in resolve(spec).cells if c.method == "hydra")
+    assert cfg.settings_of("hydra").lr == 0.001 and cfg.finetune.lr == 0.0005

@@ -101,7 +101,7 @@ def check_value(value: Any, annotation: Any, spec: dataclasses.Field, what: str)
         if not isinstance(items, list | tuple):
             raise UserError(f"{what} needs a list, got {value!r}")
         return [_scalar(from_text(v, element), element, spec, what) for v in items]
-    return _scalar(value, kind, spec, what)
+    return _scalar(from_text(value, kind), kind, spec, what)  # YAML reads 1e-3 (no dot) as a string
 
 
 def from_text(value: Any, kind: type) -> Any:
