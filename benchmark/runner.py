@@ -42,6 +42,7 @@ from benchmark.core.io import atomic_save, atomic_write_json, safe_load
 from benchmark.core.mask import Mask, dense_mask
 from benchmark.core.metrics import BEST, WORST
 from benchmark.core.models import model_for
+from benchmark.core.overrides import flatten
 from benchmark.core.progress import Progress
 from benchmark.evaluation.cascade import Evaluation, evaluate_model
 from benchmark.grid import DENSE
@@ -310,7 +311,7 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
         key=cfg.key(), dataset=cfg.dataset, arch=cfg.arch, objective=cfg.objective,
         pretrain_objective=cfg.effective_pretrain_objective, method=cfg.method, scope=cfg.scope,
         sparsity=cfg.sparsity, sparsity_actual=sparsity_actual, kept_per_layer=kept_per_layer, seed=cfg.seed,
-        preset=cfg.preset, budget=cfg.budget,
+        preset=cfg.preset, budget=cfg.budget, settings=key_settings(cfg),
         metrics=evaluation.metrics if evaluation else [], cost=cost,
         eval_desc=evaluation.description if evaluation else None,
         evaluation=evaluation.summary() if evaluation else None,
@@ -318,6 +319,11 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
         device=env.device,
         versions={"python": platform.python_version(), "torch": torch.__version__},
         status=status, error=error, finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def key_settings(cfg: RunConfig) -> dict[str, Any]:
+    """What the run's key hashes, flat, under the names `--set` takes (`finetune.lr`, `hydra.lr`)."""
+    return {name.removeprefix("groups."): value for name, value in flatten(cfg.key_settings()).items()}
 
 
 def execute_cell(cfg: RunConfig, env: Environment) -> RunRecord:

@@ -35,6 +35,7 @@ COLUMNS = [
     "seed",
     "preset",
     "budget",
+    "variant",
     "clean_acc",
     "pgd_acc",
     "robust_acc",
@@ -96,6 +97,7 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
     values = values.reindex(index=range(len(records)), columns=["clean_acc", "pgd_acc", *metrics])
     frame = pd.DataFrame([{**{name: getattr(r, name) for name in FIELDS}, "flags": flags_of(r), **method_cost(r)}
                           for r in records], columns=[c for c in COLUMNS if c not in values])
+    frame["variant"] = variants(records)
     frame = pd.concat([frame, values.reset_index(drop=True)], axis=1)
     worst = frame["worst_acc"] if "worst_acc" in frame else pd.Series(float("nan"), index=frame.index)
     frame["robust_acc"] = worst.fillna(frame["pgd_acc"])
@@ -104,6 +106,38 @@ def records_frame(records: list[RunRecord]) -> pd.DataFrame:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     return frame
+
+
+METHOD_FIELDS = ("dataset", "arch", "objective", "pretrain_objective", "preset", "budget", "method", "scope")
+
+
+def variants(records: list[RunRecord]) -> list[str | None]:
+    """Per record, what sets it apart from other runs of its cell (same method, sparsity and seed), as in a
+    `--set hydra.lr=...` sweep into one store: the values of the settings that differ within some cell of its
+    method ("hydra.lr=0.001"), given to every run of that method so that seeds still pool; or the run's key,
+    for a record too old to hold its settings. None where no cell of the method has two runs. Without this the
+    report would average such runs as if they were seeds."""
+    methods: dict[tuple, list[int]] = {}
+    for i, record in enumerate(records):
+        methods.setdefault(tuple(getattr(record, name) for name in METHOD_FIELDS), []).append(i)
+    out: list[str | None] = [None] * len(records)
+    for members in methods.values():
+        cells: dict[tuple, list[int]] = {}
+        for i in members:
+            cells.setdefault((records[i].sparsity, records[i].seed), []).append(i)
+        differ: set[str] = set()
+        for cell in (c for c in cells.values() if len(c) > 1):
+            settings = [records[i].settings for i in cell]
+            if any(s is None for s in settings):
+                for i in cell:
+                    out[i] = f"run {records[i].key[:8]}"
+                continue
+            names = {name for s in settings for name in s}
+            differ |= {n for n in names if len({repr(s.get(n)) for s in settings}) > 1}
+        for i in members:
+            if differ and records[i].settings is not None:
+                out[i] = ", ".join(f"{n}={records[i].settings.get(n, '–')}" for n in sorted(differ))
+    return out
 
 
 def flags_of(record: RunRecord) -> str | None:

@@ -22,7 +22,8 @@ class RunRecord:
     sparsity is the target, sparsity_actual the measured one; cost holds what each phase spent (see
     `results.cost`); evaluation the wall times, attacked-example counts and eps sweep of the evaluation;
     checks the self-checks, one dict per check; kept_per_layer the weights each prunable layer kept (a layer
-    that keeps a handful is a bottleneck the overall sparsity hides); eval_key the key of the evaluation
+    that keeps a handful is a bottleneck the overall sparsity hides); settings what the run's key hashes, by
+    the names `--set` takes; eval_key the key of the evaluation
     settings; key_version the
     key rule (`benchmark.core.config.KEY_VERSION`) its keys were made under. Fields typed as a list or dict are
     stored as JSON.
@@ -53,6 +54,7 @@ class RunRecord:
     eval_key: str | None = None
     key_version: int | None = None  # the key rule its keys were made under (None: version 1, before it was kept)
     kept_per_layer: dict[str, list[int]] | None = None  # prunable weight -> [kept, total] (None: before schema 4)
+    settings: dict[str, Any] | None = None  # what the key hashes, by `--set` name (None: before schema 5)
 
     def value(self, evaluator: str, kind: str = "acc", *, eps_multiple: float | None = None,
               radius: float | None = None) -> float | None:

@@ -29,11 +29,15 @@ def method_rows(done: pd.DataFrame) -> Iterator[tuple[str, float, pd.DataFrame]]
 
 
 def row_labels(pruned: pd.DataFrame) -> pd.Series:
-    """Method name, plus "(scope)" when the table mixes scopes so rows stay distinguishable."""
-    methods = pruned["method"].astype(str)
-    if pruned["scope"].nunique(dropna=False) <= 1:
-        return methods
-    return methods + " (" + pruned["scope"].astype(str) + ")"
+    """Method name, plus "(scope)" when the table mixes scopes, and "(hydra.lr=0.001)" for runs of one cell
+    that differ in a setting (`results.frame.variants`), so rows stay distinguishable."""
+    labels = pruned["method"].astype(str)
+    if pruned["scope"].nunique(dropna=False) > 1:
+        labels = labels + " (" + pruned["scope"].astype(str) + ")"
+    if "variant" in pruned:
+        variant = pruned["variant"]
+        labels = labels.where(variant.isna(), labels + " (" + variant.astype(str) + ")")
+    return labels
 
 
 def percent_label(percent: float) -> str:

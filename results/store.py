@@ -4,7 +4,8 @@ The columns are the fields of `RunRecord`; those typed as a list or dict hold JS
 never rounded strings. An older store is migrated in place when it is opened, in one transaction, keeping
 every row: version 2 added the evaluation's columns, version 3 turned each row's metrics from a dict of
 composed names into long form (`results.legacy`) and added the key version of each run (rows from before
-it are under key version 1), version 4 added the budget view and the weights each layer kept. Runs under an
+it are under key version 1), version 4 added the budget view and the weights each layer kept, version 5 the
+settings a run's key hashes (so the report can tell runs of one cell apart that differ in a setting). Runs under an
 older key version are never looked up by a current key: `older` counts them, so the command line can say so,
 and the report leaves them out.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from results.legacy import migrate_row
 from results.record import RunRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SQL_TYPES = {str: "TEXT", float: "REAL", int: "INTEGER", list: "JSON", dict: "JSON"}
 
 
@@ -39,7 +40,8 @@ COLUMNS = {f.name: _sql_type(_HINTS[f.name]) for f in dataclasses.fields(RunReco
 COLUMNS["key"] += " PRIMARY KEY"
 JSON_COLUMNS = [name for name, kind in COLUMNS.items() if kind == "JSON"]
 # the columns a version added
-ADDED_IN = {2: ("evaluation", "checks", "eval_key"), 3: ("key_version",), 4: ("budget", "kept_per_layer")}
+ADDED_IN = {2: ("evaluation", "checks", "eval_key"), 3: ("key_version",), 4: ("budget", "kept_per_layer"),
+            5: ("settings",)}
 
 
 class Store:
@@ -121,4 +123,5 @@ def _long_form_metrics(db: sqlite3.Connection) -> None:
 
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {2: lambda db: _add_columns(2, db),
                                                                 3: _long_form_metrics,
-                                                                4: lambda db: _add_columns(4, db)}
+                                                                4: lambda db: _add_columns(4, db),
+                                                                5: lambda db: _add_columns(5, db)}

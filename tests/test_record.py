@@ -22,10 +22,11 @@ V2 = json.loads((HERE / "store_v2.json").read_text())
 # smoothing_acc: that number is smoothing_r0_acc, certified accuracy at radius 0
 CSV_COLUMNS = [
     "dataset", "arch", "objective", "pretrain_objective", "method", "scope", "sparsity", "sparsity_actual", "seed",
-    "preset", "budget", "clean_acc", "pgd_acc", "robust_acc", "flags", "status", "error", "eval_desc", "cost_epochs",
-    "cost_passes", "cost_seconds", "autoattack_acc", "ta_square_acc", "worst_acc", "smoothing_predict_acc",
-    "smoothing_r0_acc", "smoothing_r0.25_acc", "smoothing_r0.5_acc", "smoothing_acr", "crown_verified_acc",
-    "crown_verified_x2_acc", "ibp_verified_acc", "ibp_verified_x2_acc", "verified_acc", "verified_x2_acc",
+    "preset", "budget", "variant", "clean_acc", "pgd_acc", "robust_acc", "flags", "status", "error", "eval_desc",
+    "cost_epochs", "cost_passes", "cost_seconds", "autoattack_acc", "ta_square_acc", "worst_acc",
+    "smoothing_predict_acc", "smoothing_r0_acc", "smoothing_r0.25_acc", "smoothing_r0.5_acc", "smoothing_acr",
+    "crown_verified_acc", "crown_verified_x2_acc", "ibp_verified_acc", "ibp_verified_x2_acc", "verified_acc",
+    "verified_x2_acc",
 ]
 
 
@@ -132,7 +133,7 @@ def test_a_version_2_store_is_migrated_in_place_and_reports_as_before(tmp_path):
     assert dense.checks == json.loads(V2["rows"][0]["checks"]) and dense.cost == json.loads(V2["rows"][0]["cost"])
     assert write_report(records, tmp_path / "report") == V2["report"]
     db = sqlite3.connect(tmp_path / "runs.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert all(r.kept_per_layer is None for r in records)  # not known for runs stored before version 4
     assert Store(tmp_path / "runs.db").all() == records  # migrated once, read as it is from then on
 

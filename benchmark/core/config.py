@@ -193,11 +193,15 @@ class RunConfig:
     def key(self) -> str:
         """The trained model's key: everything training depends on, evaluation left out (a new evaluator or
         attack strength re-evaluates, it does not retrain)."""
+        return content_key(self.key_settings())
+
+    def key_settings(self) -> dict[str, Any]:
+        """The values `key` hashes (nested as the config is)."""
         values = key_values(self, ("dataset", "arch", "objective", "method", "sparsity", "scope", "seed", "budget",
                                    "pretrain", "finetune", "train_attack", "train_examples", "amp"))
         values["pretrain_objective"] = self.effective_pretrain_objective
         values["groups"] = self._group_values(lambda g: g.role in ("method", "objective"))
-        return content_key(values)
+        return values
 
     def pretrain_settings(self) -> dict[str, Any]:
         """What the dense pretrained model depends on: shared by all methods and sparsities."""
