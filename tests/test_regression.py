@@ -16,7 +16,7 @@ BAND = json.loads((Path(__file__).parent / "regression_band.json").read_text())
 
 @pytest.fixture(scope="module")
 def smoke_records(tmp_path_factory):
-    """The pipeline on one torch thread: the band was measured so, and with two threads the floating-point sums
+    """The pipeline on one torch thread, which reproduces the band; with two threads the floating-point sums
     change (on the 2026-12-03 development machine LWM's smoke clean accuracy moved by 11 points)."""
     out = tmp_path_factory.mktemp("regression")
     env = runner.Environment(out=out, quiet=True)
