@@ -311,7 +311,7 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
         key=cfg.key(), dataset=cfg.dataset, arch=cfg.arch, objective=cfg.objective,
         pretrain_objective=cfg.effective_pretrain_objective, method=cfg.method, scope=cfg.scope,
         sparsity=cfg.sparsity, sparsity_actual=sparsity_actual, kept_per_layer=kept_per_layer, seed=cfg.seed,
-        preset=cfg.preset, budget=cfg.budget, settings=key_settings(cfg),
+        preset=cfg.preset, budget=cfg.budget, settings=record_settings(cfg),
         metrics=evaluation.metrics if evaluation else [], cost=cost,
         eval_desc=evaluation.description if evaluation else None,
         evaluation=evaluation.summary() if evaluation else None,
@@ -321,7 +321,7 @@ def record_for(cfg: RunConfig, env: Environment, *, status: str, evaluation: Eva
         status=status, error=error, finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
-def key_settings(cfg: RunConfig) -> dict[str, Any]:
+def record_settings(cfg: RunConfig) -> dict[str, Any]:
     """What the run's key hashes, flat, under the names `--set` takes (`finetune.lr`, `hydra.lr`)."""
     return {name.removeprefix("groups."): value for name, value in flatten(cfg.key_settings()).items()}
 

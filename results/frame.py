@@ -171,10 +171,10 @@ def _in_equal_passes_view(frame: pd.DataFrame, keys: pd.DataFrame) -> pd.Series:
     equal = frame["budget"] == "equal-passes"
     if not equal.any():
         return equal
-    seed = pd.concat([keys[KEY_COLUMNS], frame[["preset", "seed"]].astype(str)], axis=1).agg("|".join, axis=1)
-    cell = seed + "|" + frame["sparsity"].astype(str)
+    seed_key = pd.concat([keys[KEY_COLUMNS], frame[["preset", "seed"]].astype(str)], axis=1).agg("|".join, axis=1)
+    cell = seed_key + "|" + frame["sparsity"].astype(str)
     view_epochs = frame["cost_epochs"][equal].groupby(cell[equal]).max()
     in_view = (cell + "|" + frame["method"]).isin(set((cell + "|" + frame["method"])[equal]))
-    dense = (frame["method"] == DENSE) & seed.isin(set(seed[equal]))
+    dense = (frame["method"] == DENSE) & seed_key.isin(set(seed_key[equal]))
     costliest = ~in_view & (cell.map(view_epochs) == frame["cost_epochs"])
     return ~equal & (dense | costliest)

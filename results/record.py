@@ -23,10 +23,9 @@ class RunRecord:
     `results.cost`); evaluation the wall times, attacked-example counts and eps sweep of the evaluation;
     checks the self-checks, one dict per check; kept_per_layer the weights each prunable layer kept (a layer
     that keeps a handful is a bottleneck the overall sparsity hides); settings what the run's key hashes, by
-    the names `--set` takes; eval_key the key of the evaluation
-    settings; key_version the
-    key rule (`benchmark.core.config.KEY_VERSION`) its keys were made under. Fields typed as a list or dict are
-    stored as JSON.
+    the names `--set` takes; eval_key the key of the evaluation settings; key_version the key rule
+    (`benchmark.core.config.KEY_VERSION`) its keys were made under. Fields typed as a list or dict are stored
+    as JSON.
     """
 
     key: str

@@ -1,7 +1,7 @@
 """Runs of one cell that differ in a setting (a `--set` sweep into one store) are rows of their own, not seeds."""
 
 from benchmark.grid import resolve
-from benchmark.runner import key_settings
+from benchmark.runner import record_settings
 from benchmark.spec import spec_from
 from results.frame import records_frame, table_groups
 from results.record import Metric, RunRecord
@@ -38,6 +38,6 @@ def test_a_record_holds_what_its_key_hashes_under_the_set_names():
     spec, _ = spec_from({"data": "digits", "methods": ["hydra"], "sparsity": [0.9],
                          "hydra.lr": 0.001}, "test")
     cfg = next(c for c in resolve(spec).cells if c.method == "hydra")
-    settings = key_settings(cfg)
+    settings = record_settings(cfg)
     assert settings["hydra.lr"] == 0.001 and settings["method"] == "hydra" and settings["finetune.epochs"] > 0
     assert not any(name.startswith("groups.") for name in settings)
